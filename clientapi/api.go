@@ -1,0 +1,100 @@
+// Package clientapi serves the Matrix client-server API (/_matrix/client/*), the .well-known
+// discovery documents, and the Synapse-compatible admin endpoints that admin tools and test suites
+// use. Handlers decode and validate, call a domain service, and return a value or a Matrix error.
+package clientapi
+
+import (
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hearthmx/homeserver/homeserver/account"
+	"github.com/hearthmx/homeserver/homeserver/config"
+	"github.com/hearthmx/homeserver/homeserver/spec"
+)
+
+// API holds what the client API handlers need.
+type API struct {
+	cfg            *config.Config
+	accounts       *account.Service
+	log            *slog.Logger
+	metrics        *metrics
+	perIP, perUser *limiter
+	exemptNets     []*net.IPNet
+	trustedProxies []*net.IPNet
+}
+
+// New builds the client API. reg receives the HTTP metrics (nil for none).
+func New(cfg *config.Config, accounts *account.Service, log *slog.Logger, reg prometheus.Registerer) *API {
+	return &API{
+		cfg:            cfg,
+		accounts:       accounts,
+		log:            log,
+		metrics:        newMetrics(reg),
+		perIP:          newLimiter(cfg.RateLimits.PerIP),
+		perUser:        newLimiter(cfg.RateLimits.PerUser),
+		exemptNets:     parseNets(cfg.RateLimits.ExemptIPs),
+		trustedProxies: parseNets(cfg.HTTP.TrustedProxies),
+	}
+}
+
+// Wrap applies the middleware every request gets (request ID, logs, metrics, panic recovery, CORS,
+// body limit) to a router, and answers unknown paths and wrong methods with M_UNRECOGNIZED.
+func (a *API) Wrap(r chi.Router) {
+	r.Use(a.withRequestID, a.withLogAndMetrics, withCORS, withBodyLimit(a.cfg.HTTP.MaxBodyBytes))
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusNotFound, spec.ErrUnrecognized)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, spec.ErrUnrecognized.With("Method not allowed for this endpoint").WithStatus(http.StatusMethodNotAllowed))
+	})
+}
+
+// Routes mounts the client API on r. The route table: one line per endpoint.
+func (a *API) Routes(r chi.Router) {
+	h := func(fn handler) http.HandlerFunc { return serve(a.log, fn) }
+
+	r.Get("/.well-known/matrix/client", h(a.wellKnownClient))
+	r.Get("/.well-known/matrix/server", h(a.wellKnownServer))
+	r.Get("/_matrix/client/versions", h(a.versions))
+
+	client := func(r chi.Router) {
+		// Unauthenticated.
+		r.Get("/login", h(a.loginFlows))
+		r.With(a.rateLimited).Post("/login", h(a.login))
+		r.With(a.rateLimited).Post("/register", h(a.register))
+		r.With(a.rateLimited).Get("/register/available", h(a.registerAvailable))
+		r.With(a.rateLimited).Post("/refresh", h(a.refresh))
+		a.routesProfilePublic(r)
+
+		// Authenticated.
+		r.Group(func(r chi.Router) {
+			r.Use(a.requireAuth)
+			r.Get("/capabilities", h(a.capabilities))
+			r.Get("/account/whoami", h(a.whoami))
+			r.Post("/logout", h(a.logout))
+			r.Post("/logout/all", h(a.logoutAll))
+			r.With(a.rateLimited).Post("/account/password", h(a.changePassword))
+			r.With(a.rateLimited).Post("/account/deactivate", h(a.deactivate))
+			r.Get("/account/3pid", h(a.threepids))
+			r.Get("/devices", h(a.listDevices))
+			r.Get("/devices/{deviceId}", h(a.getDevice))
+			r.Put("/devices/{deviceId}", h(a.putDevice))
+			r.Delete("/devices/{deviceId}", h(a.deleteDevice))
+			r.Post("/delete_devices", h(a.deleteDevices))
+			a.routesProfile(r)
+			a.routesAccountData(r)
+			a.routesFilter(r)
+			a.routesOpenID(r)
+		})
+	}
+	r.Route("/_matrix/client/v3", client)
+	r.Route("/_matrix/client/r0", client)
+	r.Route("/_matrix/client/v1", func(r chi.Router) {
+		r.With(a.rateLimited).Get("/register/m.login.registration_token/validity", h(a.registrationTokenValidity))
+	})
+	r.Route("/_synapse/admin/v1", a.routesAdmin)
+}

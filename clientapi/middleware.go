@@ -1,0 +1,227 @@
+package clientapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hearthmx/homeserver/homeserver/account"
+	"github.com/hearthmx/homeserver/homeserver/spec"
+)
+
+type ctxKey int
+
+const (
+	keyCaller ctxKey = iota
+	keyRequestID
+	keyLogger
+)
+
+// callerOf returns the authenticated caller; only valid behind requireAuth.
+func callerOf(r *http.Request) account.Caller {
+	c, _ := r.Context().Value(keyCaller).(account.Caller)
+	return c
+}
+
+// RequestID returns the ID the middleware gave the request.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(keyRequestID).(string)
+	return id
+}
+
+// withRequestID tags every request with an ID (kept from X-Request-Id if a proxy set a sane one),
+// echoes it in the response, and adds it to the logger.
+func (a *API) withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if id == "" || len(id) > 64 || strings.ContainsAny(id, " \t\r\n") {
+			var b [8]byte
+			_, _ = rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", id)
+		ctx := context.WithValue(r.Context(), keyRequestID, id)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// statusRecorder remembers the status code for logs and metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += n
+	return n, err
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// withLogAndMetrics logs each request at debug level (errors at warn) and counts it by route and
+// status, and turns a panic into a logged M_UNKNOWN instead of a dropped connection.
+func (a *API) withLogAndMetrics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				a.log.ErrorContext(r.Context(), "panic in handler", "panic", p, "method", r.Method, "path", r.URL.Path,
+					"request_id", RequestID(r.Context()))
+				if rec.status == 0 {
+					writeJSON(rec, http.StatusInternalServerError, spec.ErrUnknown)
+				}
+			}
+			route := chi.RouteContext(r.Context()).RoutePattern()
+			if route == "" {
+				route = "unmatched"
+			}
+			elapsed := time.Since(start)
+			a.metrics.requests.WithLabelValues(r.Method, route, strconv.Itoa(rec.status)).Inc()
+			a.metrics.duration.WithLabelValues(r.Method, route).Observe(elapsed.Seconds())
+			level := slog.LevelDebug
+			if rec.status >= 500 {
+				level = slog.LevelWarn
+			}
+			a.log.Log(r.Context(), level, "request", "request_id", RequestID(r.Context()), "method", r.Method,
+				"route", route, "status", rec.status, "bytes", rec.bytes, "ms", elapsed.Milliseconds(), "ip", a.clientIP(r))
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+// withCORS sends the spec's CORS headers on every response and answers preflight requests.
+func withCORS(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withBodyLimit caps request bodies; reading past the cap makes decodeJSON answer M_TOO_LARGE.
+func withBodyLimit(limit int64) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ContentLength > limit {
+				writeJSON(w, http.StatusRequestEntityTooLarge, spec.ErrTooLarge.Withf("Request body is larger than %d bytes", limit))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// accessToken reads the bearer token from the Authorization header. Tokens in the query string are
+// no longer supported by the spec (MSC4127) and are ignored.
+func accessToken(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "Bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// requireAuth resolves the access token into the caller, or answers M_MISSING_TOKEN /
+// M_UNKNOWN_TOKEN.
+func (a *API) requireAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := accessToken(r)
+		if token == "" {
+			writeJSON(w, http.StatusUnauthorized, spec.ErrMissingToken)
+			return
+		}
+		caller, err := a.accounts.Authenticate(r.Context(), token)
+		if err != nil {
+			writeError(w, r, a.log, err)
+			return
+		}
+		ctx := context.WithValue(r.Context(), keyCaller, caller)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// clientIP is the peer address, or the first X-Forwarded-For hop when the peer is a trusted proxy.
+func (a *API) clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if ip := net.ParseIP(host); ip != nil && a.trustedProxy(ip) {
+		if fwd := r.Header.Get("X-Forwarded-For"); fwd != "" {
+			first, _, _ := strings.Cut(fwd, ",")
+			if ip := net.ParseIP(strings.TrimSpace(first)); ip != nil {
+				return ip.String()
+			}
+		}
+	}
+	return host
+}
+
+func (a *API) trustedProxy(ip net.IP) bool {
+	for _, n := range a.trustedProxies {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// metrics are the HTTP metrics, registered on the server's own registry.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "homeserver_http_requests_total", Help: "HTTP requests by method, route and status.",
+		}, []string{"method", "route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "homeserver_http_request_duration_seconds", Help: "HTTP request latency by method and route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"method", "route"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.duration)
+	}
+	return m
+}

@@ -1,0 +1,47 @@
+package clientapi
+
+import (
+	"net/http"
+
+	"github.com/hearthmx/homeserver/homeserver/config"
+)
+
+// specVersions are the spec versions whose endpoints this server serves.
+var specVersions = []string{
+	"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12",
+}
+
+// versions is GET /_matrix/client/versions.
+func (a *API) versions(_ *http.Request) (any, error) {
+	return map[string]any{
+		"versions":          specVersions,
+		"unstable_features": map[string]bool{},
+	}, nil
+}
+
+// wellKnownClient is GET /.well-known/matrix/client.
+func (a *API) wellKnownClient(_ *http.Request) (any, error) {
+	return map[string]any{"m.homeserver": map[string]string{"base_url": a.cfg.BaseURL()}}, nil
+}
+
+// wellKnownServer is GET /.well-known/matrix/server: where other servers reach our federation API.
+func (a *API) wellKnownServer(_ *http.Request) (any, error) {
+	return map[string]string{"m.server": a.cfg.WellKnownServer()}, nil
+}
+
+// capabilities is GET /_matrix/client/v3/capabilities.
+func (a *API) capabilities(_ *http.Request) (any, error) {
+	available := make(map[string]string, len(config.RoomVersionsSupported))
+	for _, v := range config.RoomVersionsSupported {
+		available[v] = "stable"
+	}
+	return map[string]any{"capabilities": map[string]any{
+		"m.change_password": map[string]bool{"enabled": true},
+		"m.set_displayname": map[string]bool{"enabled": true},
+		"m.set_avatar_url":  map[string]bool{"enabled": true},
+		"m.3pid_changes":    map[string]bool{"enabled": false},
+		"m.get_login_token": map[string]bool{"enabled": false},
+		"m.profile_fields":  map[string]any{"enabled": true},
+		"m.room_versions":   map[string]any{"default": a.cfg.RoomVersions.Default, "available": available},
+	}}, nil
+}

@@ -1,0 +1,243 @@
+// Package homeserver is the composition root: it builds every component from the configuration
+// with explicit constructor arguments and runs the HTTP listeners.
+package homeserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hearthmx/homeserver/clientapi"
+	"github.com/hearthmx/homeserver/federation"
+	"github.com/hearthmx/homeserver/homeserver/account"
+	"github.com/hearthmx/homeserver/homeserver/bus"
+	"github.com/hearthmx/homeserver/homeserver/config"
+	"github.com/hearthmx/homeserver/homeserver/signing"
+	"github.com/hearthmx/homeserver/homeserver/storage"
+)
+
+// Version is the server version, set at build time with -ldflags "-X .../homeserver.Version=...".
+var Version = "0.1.0-dev"
+
+// Server is one running homeserver node.
+type Server struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	Store    *storage.Store
+	Bus      *bus.Bus
+	Key      signing.Key
+	Accounts *account.Service
+	registry *prometheus.Registry
+	handler  http.Handler
+
+	client, metrics net.Listener
+}
+
+// New builds a server: data directory, signing key, storage (migrated), bus, services and routes.
+// It does not listen yet.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, err error) {
+	if problems := cfg.Validate(); len(problems) > 0 {
+		return nil, fmt.Errorf("invalid configuration: %v", problems)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	s = &Server{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	key, generated, err := signing.LoadOrGenerate(cfg.SigningKeyFile())
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	s.Key = key
+	if generated {
+		log.Info("generated a new signing key", "path", cfg.SigningKeyFile(), "key_id", key.ID)
+	}
+	s.Store, err = storage.Open(ctx, storage.Options{Backend: cfg.Database.Backend, SQLitePath: cfg.SQLiteFile(),
+		PostgresDSN: cfg.Database.PostgresDSN, MaxOpenConns: cfg.Database.MaxOpenConns})
+	if err != nil {
+		return nil, err
+	}
+	s.Bus, err = bus.Start(ctx, bus.Options{URLs: cfg.NATS.URLs, StoreDir: cfg.NATSStoreDir(), Name: "homeserver-" + cfg.ServerName}, log)
+	if err != nil {
+		return nil, err
+	}
+	s.Accounts = account.New(s.Store, s.Bus, account.Options{
+		ServerName:        cfg.ServerName,
+		RefreshLifetime:   cfg.Auth.RefreshableAccessTokenLifetime.D(),
+		PasswordMinLength: cfg.Auth.PasswordMinLength,
+		UIALifetime:       cfg.Auth.UIASessionLifetime.D(),
+		OpenIDLifetime:    cfg.Auth.OpenIDTokenLifetime.D(),
+	}, log)
+
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r := chi.NewRouter()
+	api := clientapi.New(cfg, s.Accounts, log, s.registry)
+	api.Wrap(r)
+	api.Routes(r)
+	federation.New(s.Accounts, Version).Routes(r)
+	if cfg.Metrics.Enabled && cfg.Metrics.Listen == "" {
+		r.Handle(cfg.Metrics.Path, s.metricsHandler())
+	}
+	s.handler = r
+	return s, nil
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry})
+}
+
+// Handler is the HTTP handler of the client listener (for tests that bring their own server).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Listen opens the listeners without serving yet, so the bound addresses are known (port 0 in
+// tests).
+func (s *Server) Listen() error {
+	var err error
+	if s.client, err = net.Listen("tcp", s.cfg.Listen.Client); err != nil {
+		return fmt.Errorf("listen on %s: %w", s.cfg.Listen.Client, err)
+	}
+	if s.cfg.Metrics.Enabled && s.cfg.Metrics.Listen != "" {
+		if s.metrics, err = net.Listen("tcp", s.cfg.Metrics.Listen); err != nil {
+			s.client.Close()
+			return fmt.Errorf("listen on %s: %w", s.cfg.Metrics.Listen, err)
+		}
+	}
+	return nil
+}
+
+// ClientAddr is the bound address of the client listener (after Listen).
+func (s *Server) ClientAddr() string { return s.client.Addr().String() }
+
+// MetricsAddr is the bound address of the metrics listener, "" when metrics share the client one.
+func (s *Server) MetricsAddr() string {
+	if s.metrics == nil {
+		return ""
+	}
+	return s.metrics.Addr().String()
+}
+
+// Serve serves until ctx is cancelled, then shuts down gracefully: it stops accepting, lets running
+// requests finish within http.shutdown_timeout, and returns.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.client == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	servers := []*http.Server{s.httpServer(s.handler)}
+	listeners := []net.Listener{s.client}
+	s.log.Info("listening", "client_api", "http://"+s.ClientAddr(), "public_baseurl", s.cfg.BaseURL(), "server_name", s.cfg.ServerName)
+	if s.metrics != nil {
+		mux := http.NewServeMux()
+		mux.Handle(s.cfg.Metrics.Path, s.metricsHandler())
+		servers = append(servers, s.httpServer(mux))
+		listeners = append(listeners, s.metrics)
+		s.log.Info("metrics listening", "url", "http://"+s.MetricsAddr()+s.cfg.Metrics.Path)
+	} else if s.cfg.Metrics.Enabled {
+		s.log.Info("metrics served", "url", "http://"+s.ClientAddr()+s.cfg.Metrics.Path)
+	}
+
+	errc := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func() { errc <- srv.Serve(listeners[i]) }()
+	}
+	go s.housekeeping(ctx)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	s.log.Info("shutting down", "grace", s.cfg.HTTP.ShutdownTimeout.D())
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.HTTP.ShutdownTimeout.D())
+	defer cancel()
+	var err error
+	for _, srv := range servers {
+		err = errors.Join(err, srv.Shutdown(sctx))
+	}
+	return err
+}
+
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       s.cfg.HTTP.ReadTimeout.D(),
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// housekeeping purges expired sessions and tokens every minute.
+func (s *Server) housekeeping(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.Accounts.PurgeExpired(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("purge expired sessions", "err", err)
+			}
+		}
+	}
+}
+
+// Close releases the bus and the database.
+func (s *Server) Close() {
+	if s.Bus != nil {
+		s.Bus.Close()
+	}
+	if s.Store != nil {
+		s.Store.Close()
+	}
+}
+
+// DataLocations describes where the server keeps its data, for the start-up log.
+func DataLocations(cfg *config.Config) []any {
+	abs := func(p string) string {
+		if a, err := filepath.Abs(p); err == nil {
+			return a
+		}
+		return p
+	}
+	out := []any{"data_dir", abs(cfg.DataDir), "signing_key", abs(cfg.SigningKeyFile()), "database", cfg.Database.Backend}
+	if cfg.Database.Backend == "sqlite" {
+		out = append(out, "sqlite_path", abs(cfg.SQLiteFile()))
+	}
+	if len(cfg.NATS.URLs) == 0 {
+		out = append(out, "nats", "embedded", "nats_store", abs(cfg.NATSStoreDir()))
+	} else {
+		out = append(out, "nats", cfg.NATS.URLs)
+	}
+	return out
+}
+
+// NewLogger builds the logger the configuration asks for.
+func NewLogger(cfg config.Logging) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,28 @@
+package storage
+
+import "context"
+
+// Stream names of stream_counters.
+const (
+	StreamAccountData = "account_data"
+)
+
+// NextPosition allocates the next position of a stream inside the caller's transaction. The counter
+// row stays locked until the transaction ends, so positions of one stream commit in order: a reader
+// that has seen position N has seen every position below N.
+func (c Conn) NextPosition(ctx context.Context, stream string) (int64, error) {
+	var pos int64
+	err := c.scanOne(ctx, `INSERT INTO stream_counters (name, pos) VALUES ($1, 1)
+		ON CONFLICT (name) DO UPDATE SET pos = stream_counters.pos + 1 RETURNING pos`, []any{stream}, &pos)
+	return pos, err
+}
+
+// Position is the latest allocated position of a stream (0 when none).
+func (c Conn) Position(ctx context.Context, stream string) (int64, error) {
+	var pos int64
+	err := c.scanOne(ctx, `SELECT pos FROM stream_counters WHERE name = $1`, []any{stream}, &pos)
+	if err == ErrNotFound {
+		return 0, nil
+	}
+	return pos, err
+}

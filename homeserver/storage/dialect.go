@@ -1,0 +1,102 @@
+package storage
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// dialect is everything that differs between the two backends. Queries are written once, with $N
+// placeholders, ON CONFLICT and RETURNING, which both accept.
+type dialect interface {
+	name() string
+	open(o Options) (write, read *sql.DB, err error)
+	// ddl adapts a migration written for PostgreSQL types to this backend.
+	ddl(sql string) string
+	// mapError turns a unique-constraint violation into ErrConflict.
+	mapError(err error) error
+}
+
+func dialectFor(backend string) (dialect, error) {
+	switch backend {
+	case "sqlite":
+		return sqliteDialect{}, nil
+	case "postgres":
+		return postgresDialect{}, nil
+	}
+	return nil, fmt.Errorf("storage: unknown backend %q", backend)
+}
+
+type sqliteDialect struct{}
+
+func (sqliteDialect) name() string { return "sqlite" }
+
+func (sqliteDialect) open(o Options) (*sql.DB, *sql.DB, error) {
+	if o.SQLitePath == "" {
+		return nil, nil, errors.New("storage: sqlite path is empty")
+	}
+	base := "file:" + (&url.URL{Path: o.SQLitePath}).EscapedPath() +
+		"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+	write, err := sql.Open("sqlite", base+"&_txlock=immediate")
+	if err != nil {
+		return nil, nil, err
+	}
+	write.SetMaxOpenConns(1) // one writer: SQLite serialises writes anyway; this avoids SQLITE_BUSY
+	read, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
+	if err != nil {
+		write.Close()
+		return nil, nil, err
+	}
+	read.SetMaxOpenConns(max(o.MaxOpenConns, 2))
+	read.SetMaxIdleConns(max(o.MaxOpenConns, 2))
+	return write, read, nil
+}
+
+func (sqliteDialect) ddl(s string) string {
+	return strings.NewReplacer("BYTEA", "BLOB").Replace(s)
+}
+
+func (sqliteDialect) mapError(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return fmt.Errorf("%w: %v", ErrConflict, err)
+		}
+	}
+	return err
+}
+
+type postgresDialect struct{}
+
+func (postgresDialect) name() string { return "postgres" }
+
+func (postgresDialect) open(o Options) (*sql.DB, *sql.DB, error) {
+	if o.PostgresDSN == "" {
+		return nil, nil, errors.New("storage: postgres DSN is empty")
+	}
+	db, err := sql.Open("pgx", o.PostgresDSN)
+	if err != nil {
+		return nil, nil, err
+	}
+	db.SetMaxOpenConns(max(o.MaxOpenConns, 2))
+	db.SetMaxIdleConns(max(o.MaxOpenConns, 2))
+	return db, db, nil
+}
+
+func (postgresDialect) ddl(s string) string { return s }
+
+func (postgresDialect) mapError(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" {
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return err
+}

@@ -1,0 +1,155 @@
+// Package storage is the single store of the homeserver: one schema and one set of queries that run
+// on both embedded SQLite and PostgreSQL. Dialect differences live in dialect.go only.
+//
+// Reads go through Store.Read; every change goes through Store.Write, which runs one transaction, so
+// a change is never half-written. On SQLite the writer is a single connection (WAL mode) and readers
+// use a separate pool; on PostgreSQL both share one pool.
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrNotFound is returned when nothing matches.
+var ErrNotFound = errors.New("storage: not found")
+
+// ErrConflict is returned when a unique key is already taken.
+var ErrConflict = errors.New("storage: conflict")
+
+// Options select and tune a backend.
+type Options struct {
+	Backend      string // "sqlite" or "postgres"
+	SQLitePath   string // file path, or ":memory:" style paths are not supported (readers need a file)
+	PostgresDSN  string
+	MaxOpenConns int
+}
+
+// Store is the database.
+type Store struct {
+	write   *sql.DB
+	read    *sql.DB
+	dialect dialect
+}
+
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// Conn runs the store's queries on the read pool or inside a write transaction.
+type Conn struct {
+	q       querier
+	dialect dialect
+}
+
+// Open connects to the backend and brings the schema up to date.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	d, err := dialectFor(o.Backend)
+	if err != nil {
+		return nil, err
+	}
+	write, read, err := d.open(o)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{write: write, read: read, dialect: d}
+	if err := s.write.PingContext(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("storage: connect to %s: %w", o.Backend, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases the connections.
+func (s *Store) Close() error {
+	err := s.write.Close()
+	if s.read != s.write {
+		err = errors.Join(err, s.read.Close())
+	}
+	return err
+}
+
+// Backend names the dialect in use ("sqlite" or "postgres").
+func (s *Store) Backend() string { return s.dialect.name() }
+
+// Read returns a Conn on the read pool.
+func (s *Store) Read() Conn { return Conn{q: s.read, dialect: s.dialect} }
+
+// Write runs fn in one transaction and commits it if fn returns nil. fn must not call Write itself
+// (on SQLite there is a single writer connection).
+func (s *Store) Write(ctx context.Context, fn func(c Conn) error) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("storage: begin: %w", err)
+	}
+	if err := fn(Conn{q: tx, dialect: s.dialect}); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("storage: commit: %w", s.dialect.mapError(err))
+	}
+	return nil
+}
+
+// Ping checks the database answers (for readiness checks).
+func (s *Store) Ping(ctx context.Context) error { return s.read.PingContext(ctx) }
+
+func (c Conn) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	res, err := c.q.ExecContext(ctx, query, args...)
+	return res, c.dialect.mapError(err)
+}
+
+// execOne runs a statement that must change exactly one row; none is ErrNotFound.
+func (c Conn) execOne(ctx context.Context, query string, args ...any) error {
+	res, err := c.exec(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// scanOne runs a single-row query; no row is ErrNotFound.
+func (c Conn) scanOne(ctx context.Context, query string, args []any, dest ...any) error {
+	err := c.q.QueryRowContext(ctx, query, args...).Scan(dest...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	return c.dialect.mapError(err)
+}
+
+// collect runs a query and scans every row with scan.
+func collect[T any](ctx context.Context, c Conn, query string, args []any, scan func(*sql.Rows) (T, error)) ([]T, error) {
+	rows, err := c.q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, c.dialect.mapError(err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+func nowMS() int64 { return time.Now().UnixMilli() }
