@@ -56,7 +56,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	log := homeserver.NewLogger(cfg.Logging)
+	log := homeserver.NewLogger(cfg.Logging, stderr)
 	source := *path
 	if source == "" {
 		source = "built-in defaults"

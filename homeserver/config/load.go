@@ -154,7 +154,8 @@ func EnvName(path string) string {
 }
 
 // ApplyEnv sets every key that has an environment variable in environ (os.Environ() form). Lists are
-// comma-separated. Unknown HS_ variables are reported, so a typo does not pass silently.
+// comma-separated. Unknown HS_ variables are reported, so a typo does not pass silently; HS_CONFIG
+// (the config file path) and the test harness's HS_TEST_* and HS_E2E_* are not config keys.
 func ApplyEnv(cfg *Config, environ []string) []Problem {
 	env := make(map[string]string)
 	for _, kv := range environ {
@@ -180,7 +181,7 @@ func ApplyEnv(cfg *Config, environ []string) []Problem {
 		}
 	})
 	for k := range env {
-		if !used[k] && !strings.HasPrefix(k, "HS_TEST_") && !strings.HasPrefix(k, "HS_E2E_") {
+		if !used[k] && k != "HS_CONFIG" && !strings.HasPrefix(k, "HS_TEST_") && !strings.HasPrefix(k, "HS_E2E_") {
 			ps = append(ps, Problem{Path: k, Message: "environment variable matches no config key"})
 		}
 	}
