@@ -1,0 +1,194 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+)
+
+// StreamEvents is the stream of room events (timeline positions).
+const StreamEvents = "events"
+
+// Event is a stored event with the columns queries select on.
+type Event struct {
+	EventID        string
+	RoomID         string
+	Type           string
+	StateKey       *string
+	Sender         string
+	Depth          int64
+	OriginServerTS int64
+	StreamPos      int64 // 0 for outliers
+	StateGroup     int64 // state after the event
+	Membership     string
+	Outlier        bool
+	Rejected       bool
+	SoftFailed     bool
+	RedactedBy     string
+	RelatesTo      string
+	RelType        string
+	RelKey         string
+	TxnID          string
+	TxnDevice      string
+	PDU            []byte
+	ClientJSON     []byte
+	PrevEvents     []string // written to event_edges; not read back by the event queries
+	AuthEvents     []string // written to event_auth
+}
+
+// InsertEvent stores an event with its edges. The caller allocates StreamPos (NextPosition of
+// StreamEvents) inside the same transaction.
+func (c Conn) InsertEvent(ctx context.Context, e Event) error {
+	var streamPos any
+	if e.StreamPos != 0 {
+		streamPos = e.StreamPos
+	}
+	var membership any
+	if e.Membership != "" {
+		membership = e.Membership
+	}
+	_, err := c.exec(ctx, `INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts, stream_pos,
+			state_group, membership, outlier, rejected, soft_failed, redacted_by, relates_to, rel_type, rel_key, txn_id, txn_device,
+			pdu, client_json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
+		e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, streamPos,
+		e.StateGroup, membership, e.Outlier, e.Rejected, e.SoftFailed, e.RedactedBy, e.RelatesTo, e.RelType, e.RelKey, e.TxnID, e.TxnDevice,
+		string(e.PDU), string(e.ClientJSON))
+	if err != nil {
+		return err
+	}
+	for _, p := range e.PrevEvents {
+		if _, err := c.exec(ctx, `INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, e.EventID, p); err != nil {
+			return err
+		}
+	}
+	for _, a := range e.AuthEvents {
+		if _, err := c.exec(ctx, `INSERT INTO event_auth (event_id, auth_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, e.EventID, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const eventColumns = `event_id, room_id, type, state_key, sender, depth, origin_server_ts, COALESCE(stream_pos, 0), state_group,
+	COALESCE(membership, ''), outlier, rejected, soft_failed, redacted_by, relates_to, rel_type, rel_key, txn_id, txn_device, pdu, client_json`
+
+func scanEvent(r interface{ Scan(...any) error }) (Event, error) {
+	var e Event
+	var sk sql.NullString
+	var pdu, client string
+	err := r.Scan(&e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Depth, &e.OriginServerTS, &e.StreamPos, &e.StateGroup,
+		&e.Membership, &e.Outlier, &e.Rejected, &e.SoftFailed, &e.RedactedBy, &e.RelatesTo, &e.RelType, &e.RelKey, &e.TxnID, &e.TxnDevice,
+		&pdu, &client)
+	if sk.Valid {
+		e.StateKey = &sk.String
+	}
+	e.PDU, e.ClientJSON = []byte(pdu), []byte(client)
+	return e, err
+}
+
+func scanEventRows(r *sql.Rows) (Event, error) { return scanEvent(r) }
+
+// Event reads one event.
+func (c Conn) Event(ctx context.Context, eventID string) (Event, error) {
+	e, err := scanEvent(c.q.QueryRowContext(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id = $1`, eventID))
+	if err == sql.ErrNoRows {
+		return e, ErrNotFound
+	}
+	return e, err
+}
+
+// Events reads the events with the given IDs that exist, in no particular order.
+func (c Conn) Events(ctx context.Context, ids []string) ([]Event, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var out []Event
+	for start := 0; start < len(ids); start += 500 {
+		chunk := ids[start:min(start+500, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		evs, err := collect(ctx, c, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+placeholders(1, len(chunk))+`)`, args, scanEventRows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, evs...)
+	}
+	return out, nil
+}
+
+// placeholders returns "$from, $from+1, ..." n times.
+func placeholders(from, n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('$')
+		b.WriteString(itoa(from + i))
+	}
+	return b.String()
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var buf [20]byte
+	i := len(buf)
+	for n > 0 {
+		i--
+		buf[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(buf[i:])
+}
+
+// EventExists reports whether an event is stored.
+func (c Conn) EventExists(ctx context.Context, eventID string) (bool, error) {
+	var n int
+	err := c.scanOne(ctx, `SELECT COUNT(*) FROM events WHERE event_id = $1`, []any{eventID}, &n)
+	return n > 0, err
+}
+
+// ForwardExtremities lists a room's forward extremities.
+func (c Conn) ForwardExtremities(ctx context.Context, roomID string) ([]string, error) {
+	return collect(ctx, c, `SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id`, []any{roomID}, scanString)
+}
+
+// SetForwardExtremities replaces a room's forward extremities.
+func (c Conn) SetForwardExtremities(ctx context.Context, roomID string, ids []string) error {
+	if _, err := c.exec(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, roomID); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if _, err := c.exec(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, roomID, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetRedactedBy records that an event was redacted and replaces its stored forms with the
+// redacted ones.
+func (c Conn) SetRedactedBy(ctx context.Context, eventID, redactionID string, pdu, clientJSON []byte) error {
+	return c.execOne(ctx, `UPDATE events SET redacted_by = $2, pdu = $3, client_json = $4 WHERE event_id = $1`,
+		eventID, redactionID, string(pdu), string(clientJSON))
+}
+
+// TransactionEvent returns the event a (user, device, txn) already produced.
+func (c Conn) TransactionEvent(ctx context.Context, localpart, deviceID, txnID string) (string, error) {
+	var id string
+	err := c.scanOne(ctx, `SELECT event_id FROM transaction_ids WHERE localpart = $1 AND device_id = $2 AND txn_id = $3`,
+		[]any{localpart, deviceID, txnID}, &id)
+	return id, err
+}
+
+// InsertTransaction records (user, device, txn) -> event in the event's transaction.
+func (c Conn) InsertTransaction(ctx context.Context, localpart, deviceID, txnID, eventID string, ts int64) error {
+	_, err := c.exec(ctx, `INSERT INTO transaction_ids (localpart, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)`,
+		localpart, deviceID, txnID, eventID, ts)
+	return err
+}
