@@ -82,10 +82,13 @@ func TestDevicesAndLogout(t *testing.T) {
 		expect(t, s.Do(t, "GET", "/_matrix/client/v3/account/whoami", alice2.AccessToken, nil), 401, "M_UNKNOWN_TOKEN")
 		expect(t, s.Do(t, "GET", path, alice1.AccessToken, nil), 404, "M_NOT_FOUND")
 
-		// A UIA session cannot be replayed for another device.
+		// A UIA session cannot be replayed once it authorised its operation, nor used for another.
 		alice3 := s.Login(t, "alice", "alice password")
 		expect(t, s.Do(t, "DELETE", "/_matrix/client/v3/devices/"+alice3.DeviceID, alice1.AccessToken,
-			map[string]any{"auth": map[string]any{"session": session}}), 403, "M_FORBIDDEN")
+			map[string]any{"auth": map[string]any{"session": session}}), 400, "M_NOT_FOUND")
+		res = s.Do(t, "DELETE", "/_matrix/client/v3/devices/"+alice3.DeviceID, alice1.AccessToken, nil)
+		expect(t, s.Do(t, "POST", "/_matrix/client/v3/delete_devices", alice1.AccessToken,
+			map[string]any{"devices": []string{alice3.DeviceID}, "auth": map[string]any{"session": res.Str("session")}}), 403, "M_FORBIDDEN")
 
 		// delete_devices with UIA given straight away (no session yet).
 		expect(t, s.Do(t, "POST", "/_matrix/client/v3/delete_devices", bob1.AccessToken, map[string]any{
@@ -268,4 +271,23 @@ func TestMetrics(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "go_goroutines") {
 		t.Fatalf("separate metrics listener: %d", resp.StatusCode)
 	}
+}
+
+// TestUIASessionSingleUse checks that a UIA session that authorised an operation cannot authorise
+// it again.
+func TestUIASessionSingleUse(t *testing.T) {
+	s := servertest.Start(t, "sqlite")
+	a := s.Register(t, "alice", "alice password")
+	d1 := s.Login(t, "alice", "alice password")
+	d2 := s.Login(t, "alice", "alice password")
+	res := s.Do(t, "POST", "/_matrix/client/v3/delete_devices", a.AccessToken, map[string]any{"devices": []string{d1.DeviceID}})
+	session := res.Str("session")
+	expect(t, s.Do(t, "POST", "/_matrix/client/v3/delete_devices", a.AccessToken, map[string]any{
+		"devices": []string{d1.DeviceID}, "auth": passwordAuth("alice", "alice password", session)}), 200, "")
+	res = s.Do(t, "POST", "/_matrix/client/v3/delete_devices", a.AccessToken, map[string]any{
+		"devices": []string{d2.DeviceID}, "auth": map[string]any{"session": session}})
+	if res.Status == 200 {
+		t.Fatal("a finished UIA session deleted another device")
+	}
+	expect(t, s.Do(t, "GET", "/_matrix/client/v3/account/whoami", d2.AccessToken, nil), 200, "")
 }

@@ -75,11 +75,15 @@ func (a *API) deleteDevice(r *http.Request) (any, error) {
 	if _, err := a.accounts.Device(r.Context(), c.Localpart, id); err != nil {
 		return nil, err
 	}
-	if _, err := a.accounts.Authorize(r.Context(), account.UIARequest{Action: "delete_device:" + id, Localpart: c.Localpart,
-		Flows: passwordFlows, Auth: req.Auth}); err != nil {
+	sess, err := a.accounts.Authorize(r.Context(), account.UIARequest{Action: "delete_device:" + id, Localpart: c.Localpart,
+		Flows: passwordFlows, Auth: req.Auth})
+	if err != nil {
 		return nil, err
 	}
-	return empty, a.accounts.DeleteDevices(r.Context(), c.Localpart, []string{id})
+	if err := a.accounts.DeleteDevices(r.Context(), c.Localpart, []string{id}); err != nil {
+		return nil, err
+	}
+	return empty, a.accounts.FinishUIA(r.Context(), sess.ID)
 }
 
 // deleteDevices is POST /_matrix/client/v3/delete_devices (user-interactive auth).
@@ -95,9 +99,13 @@ func (a *API) deleteDevices(r *http.Request) (any, error) {
 		return nil, missing("devices")
 	}
 	c := callerOf(r)
-	if _, err := a.accounts.Authorize(r.Context(), account.UIARequest{Action: "delete_devices", Localpart: c.Localpart,
-		Flows: passwordFlows, Auth: req.Auth}); err != nil {
+	sess, err := a.accounts.Authorize(r.Context(), account.UIARequest{Action: "delete_devices", Localpart: c.Localpart,
+		Flows: passwordFlows, Auth: req.Auth})
+	if err != nil {
 		return nil, err
 	}
-	return empty, a.accounts.DeleteDevices(r.Context(), c.Localpart, *req.Devices)
+	if err := a.accounts.DeleteDevices(r.Context(), c.Localpart, *req.Devices); err != nil {
+		return nil, err
+	}
+	return empty, a.accounts.FinishUIA(r.Context(), sess.ID)
 }

@@ -23,12 +23,16 @@ func (a *API) changePassword(r *http.Request) (any, error) {
 		return nil, err
 	}
 	c := callerOf(r)
-	if _, err := a.accounts.Authorize(r.Context(), account.UIARequest{Action: "change_password", Localpart: c.Localpart,
-		Flows: passwordFlows, Auth: req.Auth}); err != nil {
+	sess, err := a.accounts.Authorize(r.Context(), account.UIARequest{Action: "change_password", Localpart: c.Localpart,
+		Flows: passwordFlows, Auth: req.Auth})
+	if err != nil {
 		return nil, err
 	}
 	logout := req.LogoutDevices == nil || *req.LogoutDevices
-	return empty, a.accounts.ChangePassword(r.Context(), c.Localpart, req.NewPassword, logout, c.DeviceID)
+	if err := a.accounts.ChangePassword(r.Context(), c.Localpart, req.NewPassword, logout, c.DeviceID); err != nil {
+		return nil, err
+	}
+	return empty, a.accounts.FinishUIA(r.Context(), sess.ID)
 }
 
 // deactivate is POST /_matrix/client/v3/account/deactivate (user-interactive auth).
@@ -41,11 +45,15 @@ func (a *API) deactivate(r *http.Request) (any, error) {
 		return nil, err
 	}
 	c := callerOf(r)
-	if _, err := a.accounts.Authorize(r.Context(), account.UIARequest{Action: "deactivate", Localpart: c.Localpart,
-		Flows: passwordFlows, Auth: req.Auth}); err != nil {
+	sess, err := a.accounts.Authorize(r.Context(), account.UIARequest{Action: "deactivate", Localpart: c.Localpart,
+		Flows: passwordFlows, Auth: req.Auth})
+	if err != nil {
 		return nil, err
 	}
 	if err := a.accounts.Deactivate(r.Context(), c.Localpart, req.Erase); err != nil {
+		return nil, err
+	}
+	if err := a.accounts.FinishUIA(r.Context(), sess.ID); err != nil {
 		return nil, err
 	}
 	return map[string]string{"id_server_unbind_result": "no-support"}, nil

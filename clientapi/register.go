@@ -79,7 +79,7 @@ func (a *API) register(r *http.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		params.RegistrationToken = sess.RegistrationToken
+		params.RegistrationToken, params.UIASession = sess.RegistrationToken, sess.ID
 	}
 	t, err := a.accounts.Register(ctx, params)
 	if err != nil {

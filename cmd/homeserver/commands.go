@@ -104,7 +104,18 @@ func cmdGenerateConfig(args []string, stdout, stderr io.Writer) int {
 		_, _ = stdout.Write(data)
 		return 0
 	}
-	if err := os.WriteFile(*out, data, 0o600); err != nil {
+	// Never overwrite: an existing file may hold secrets and other permissions.
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		fmt.Fprintf(stderr, "homeserver: %v (generate-config does not overwrite files)\n", err)
+		return 1
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		fmt.Fprintf(stderr, "homeserver: %v\n", err)
+		return 1
+	}
+	if err := f.Close(); err != nil {
 		fmt.Fprintf(stderr, "homeserver: %v\n", err)
 		return 1
 	}

@@ -95,3 +95,20 @@ func TestRunServesAndShutsDown(t *testing.T) {
 		t.Fatalf("SQLite database not under the data directory: %v", err)
 	}
 }
+
+// TestGenerateConfigDoesNotOverwrite checks that -o refuses an existing file and leaves it as it
+// was.
+func TestGenerateConfigDoesNotOverwrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte("server_name: mine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"generate-config", "-server-name", "example.org", "-o", path}, nil, &out, &errb); code != 1 {
+		t.Fatalf("exit %d, want 1 (%s)", code, errb.String())
+	}
+	data, _ := os.ReadFile(path)
+	if string(data) != "server_name: mine\n" {
+		t.Fatalf("existing file overwritten: %q", data)
+	}
+}

@@ -82,7 +82,11 @@ type RegisterParams struct {
 	InhibitLogin      bool
 	Refresh           bool
 	RegistrationToken string // consumed in the same transaction
-	IP                string
+	// UIASession is the user-interactive auth session that authorised the registration; it is
+	// deleted in the same transaction, so it cannot register a second account and its expiry does
+	// not hand the registration token use back.
+	UIASession string
+	IP         string
 }
 
 // CheckUsername validates a requested localpart for a new account and reports whether it is free.
@@ -157,6 +161,11 @@ func (s *Service) Register(ctx context.Context, p RegisterParams) (Tokens, error
 		}
 		if p.RegistrationToken != "" {
 			if err := c.AddRegistrationTokenUse(ctx, p.RegistrationToken, -1, 1); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return err
+			}
+		}
+		if p.UIASession != "" {
+			if err := c.DeleteUIASession(ctx, p.UIASession); err != nil {
 				return err
 			}
 		}

@@ -69,7 +69,8 @@ func verifyArgon(hash, password string) (bool, error) {
 		return false, errUnknownHash
 	}
 	var p argonParams
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.memoryKiB, &p.time, &p.threads); err != nil {
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.memoryKiB, &p.time, &p.threads); err != nil ||
+		p.time < 1 || p.threads < 1 { // argon2.IDKey panics on t=0 or p=0
 		return false, errUnknownHash
 	}
 	b64 := base64.RawStdEncoding

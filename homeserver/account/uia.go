@@ -234,3 +234,9 @@ func (s *Service) PurgeExpired(ctx context.Context) error {
 		return c.PurgeExpired(ctx, now)
 	})
 }
+
+// FinishUIA ends a session once the operation it authorised has succeeded, so the session cannot
+// authorise the same operation again.
+func (s *Service) FinishUIA(ctx context.Context, sessionID string) error {
+	return s.store.Write(ctx, func(c storage.Conn) error { return c.DeleteUIASession(ctx, sessionID) })
+}

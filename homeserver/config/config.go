@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -202,7 +203,7 @@ func (c *Config) BaseURL() string {
 		return "http://" + c.ServerName
 	}
 	if host == "127.0.0.1" || host == "::1" || host == "" || host == "0.0.0.0" || host == "::" {
-		host = c.ServerName
+		host = strings.TrimSuffix(strings.TrimPrefix(c.ServerName, "["), "]") // a bare [IPv6] literal
 		if h, _, err := net.SplitHostPort(c.ServerName); err == nil {
 			host = h
 		}
@@ -221,9 +222,9 @@ func (c *Config) WellKnownServer() string {
 	}
 	if u.Port() == "" {
 		if u.Scheme == "https" {
-			return u.Hostname() + ":443"
+			return net.JoinHostPort(u.Hostname(), "443")
 		}
-		return u.Hostname() + ":80"
+		return net.JoinHostPort(u.Hostname(), "80")
 	}
 	return u.Host
 }
@@ -260,8 +261,13 @@ func (c *Config) Validate() []Problem {
 			}
 			return
 		}
-		if _, _, err := net.SplitHostPort(v); err != nil {
+		_, port, err := net.SplitHostPort(v)
+		if err != nil {
 			add(path, "must be host:port: %v", err)
+			return
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			add(path, "port must be a number from 0 to 65535, got %q", port)
 		}
 	}
 	checkHostPort("listen.client", c.Listen.Client, false)

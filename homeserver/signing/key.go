@@ -70,6 +70,9 @@ func Parse(s string) (Key, error) {
 		if len(f) != 3 || f[0] != "ed25519" {
 			return Key{}, errors.New("signing key: expected a line 'ed25519 <key id> <base64 seed>'")
 		}
+		if !validKeyVersion(f[1]) {
+			return Key{}, fmt.Errorf("signing key: key version %q must match [a-zA-Z0-9_]+", f[1])
+		}
 		seed, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(f[2], "="))
 		if err != nil || len(seed) != ed25519.SeedSize {
 			return Key{}, errors.New("signing key: the seed must be 32 bytes of base64")
@@ -77,6 +80,16 @@ func Parse(s string) (Key, error) {
 		return Key{ID: "ed25519:" + f[1], Private: ed25519.NewKeyFromSeed(seed)}, nil
 	}
 	return Key{}, errors.New("signing key: file has no key")
+}
+
+// validKeyVersion checks the version part of a key ID: the spec allows [a-zA-Z0-9_].
+func validKeyVersion(v string) bool {
+	for _, c := range v {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return v != ""
 }
 
 func generate() (Key, error) {

@@ -85,6 +85,9 @@ func ValidServerName(s string) error {
 		if end+1 < len(s) && s[end+1] != ':' {
 			return fmt.Errorf("server name has junk after the IPv6 literal")
 		}
+		if n := len(host) - 2; n < 2 || n > 45 { // IPv6address = 2*45IPv6char
+			return fmt.Errorf("server name has an invalid IPv6 literal")
+		}
 		for _, c := range host[1 : len(host)-1] {
 			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == ':' || c == '.') {
 				return fmt.Errorf("server name has an invalid IPv6 literal")
