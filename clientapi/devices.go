@@ -3,8 +3,6 @@ package clientapi
 import (
 	"net/http"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/hearthmx/homeserver/homeserver/account"
 	"github.com/hearthmx/homeserver/homeserver/storage"
 )
@@ -35,7 +33,7 @@ func (a *API) listDevices(r *http.Request) (any, error) {
 
 // getDevice is GET /_matrix/client/v3/devices/{deviceId}.
 func (a *API) getDevice(r *http.Request) (any, error) {
-	d, err := a.accounts.Device(r.Context(), callerOf(r).Localpart, chi.URLParam(r, "deviceId"))
+	d, err := a.accounts.Device(r.Context(), callerOf(r).Localpart, pathParam(r, "deviceId"))
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +49,7 @@ func (a *API) putDevice(r *http.Request) (any, error) {
 		return nil, err
 	}
 	c := callerOf(r)
-	id := chi.URLParam(r, "deviceId")
+	id := pathParam(r, "deviceId")
 	if req.DisplayName == nil {
 		_, err := a.accounts.Device(r.Context(), c.Localpart, id)
 		return empty, err
@@ -71,7 +69,7 @@ func (a *API) deleteDevice(r *http.Request) (any, error) {
 		return nil, err
 	}
 	c := callerOf(r)
-	id := chi.URLParam(r, "deviceId")
+	id := pathParam(r, "deviceId")
 	if _, err := a.accounts.Device(r.Context(), c.Localpart, id); err != nil {
 		return nil, err
 	}

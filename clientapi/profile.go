@@ -1,9 +1,53 @@
 package clientapi
 
-import "github.com/go-chi/chi/v5"
+import (
+	"encoding/json"
+	"net/http"
 
-// routesProfilePublic mounts the unauthenticated profile endpoints.
-func (a *API) routesProfilePublic(r chi.Router) {}
+	"github.com/go-chi/chi/v5"
+)
+
+// routesProfilePublic mounts the unauthenticated profile endpoints. The spec asks no access token to
+// read profiles.
+func (a *API) routesProfilePublic(r chi.Router) {
+	h := func(fn handler) http.HandlerFunc { return serve(a.log, fn) }
+	r.Get("/profile/{userId}", h(a.getProfile))
+	r.Get("/profile/{userId}/{keyName}", h(a.getProfileField))
+}
 
 // routesProfile mounts the authenticated profile endpoints.
-func (a *API) routesProfile(r chi.Router) {}
+func (a *API) routesProfile(r chi.Router) {
+	h := func(fn handler) http.HandlerFunc { return serve(a.log, fn) }
+	r.With(a.rateLimited).Put("/profile/{userId}/{keyName}", h(a.putProfileField))
+	r.With(a.rateLimited).Delete("/profile/{userId}/{keyName}", h(a.deleteProfileField))
+}
+
+// getProfile is GET /_matrix/client/v3/profile/{userId}.
+func (a *API) getProfile(r *http.Request) (any, error) {
+	return a.accounts.Profile(r.Context(), pathParam(r, "userId"))
+}
+
+// getProfileField is GET /_matrix/client/v3/profile/{userId}/{keyName}.
+func (a *API) getProfileField(r *http.Request) (any, error) {
+	key := pathParam(r, "keyName")
+	v, err := a.accounts.ProfileField(r.Context(), pathParam(r, "userId"), key)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]json.RawMessage{key: v}, nil
+}
+
+// putProfileField is PUT /_matrix/client/v3/profile/{userId}/{keyName}: the body is {keyName: value}.
+func (a *API) putProfileField(r *http.Request) (any, error) {
+	var body map[string]json.RawMessage
+	if err := decodeJSON(r, &body); err != nil {
+		return nil, err
+	}
+	key := pathParam(r, "keyName")
+	return empty, a.accounts.SetProfileField(r.Context(), callerOf(r), pathParam(r, "userId"), key, body[key])
+}
+
+// deleteProfileField is DELETE /_matrix/client/v3/profile/{userId}/{keyName}.
+func (a *API) deleteProfileField(r *http.Request) (any, error) {
+	return empty, a.accounts.DeleteProfileField(r.Context(), callerOf(r), pathParam(r, "userId"), pathParam(r, "keyName"))
+}

@@ -9,7 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
+
+	"github.com/go-chi/chi/v5"
 
 	"github.com/hearthmx/homeserver/homeserver/spec"
 )
@@ -165,4 +168,14 @@ func jsonTypeName(kind string) string {
 // missing is M_MISSING_PARAM for a required field.
 func missing(field string) error {
 	return spec.ErrMissingParam.With(fmt.Sprintf("%s is required", field))
+}
+
+// pathParam is a path parameter, percent-decoded: chi matches on the escaped path when the client
+// escaped a character (user IDs are sent as %40alice%3Aexample.org), so parameters arrive escaped.
+func pathParam(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if u, err := url.PathUnescape(v); err == nil {
+		return u
+	}
+	return v
 }

@@ -95,6 +95,9 @@ func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) 
 		if err := c.DeleteProfile(ctx, localpart); err != nil {
 			return err
 		}
+		if err := c.DeleteOpenIDTokensOf(ctx, localpart); err != nil {
+			return err
+		}
 		if erase {
 			return c.DeleteAccountDataOf(ctx, localpart)
 		}

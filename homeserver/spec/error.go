@@ -78,12 +78,14 @@ var (
 	ErrForbidden             = &Error{Code: "M_FORBIDDEN", Status: http.StatusForbidden, Message: "Forbidden"}
 	ErrGuestAccessForbidden  = &Error{Code: "M_GUEST_ACCESS_FORBIDDEN", Status: http.StatusForbidden, Message: "Guest access is not allowed"}
 	ErrInvalidParam          = &Error{Code: "M_INVALID_PARAM", Status: http.StatusBadRequest, Message: "Invalid parameter"}
+	ErrKeyTooLarge           = &Error{Code: "M_KEY_TOO_LARGE", Status: http.StatusBadRequest, Message: "Key too large"}
 	ErrInvalidUsername       = &Error{Code: "M_INVALID_USERNAME", Status: http.StatusBadRequest, Message: "Invalid username"}
 	ErrLimitExceeded         = &Error{Code: "M_LIMIT_EXCEEDED", Status: http.StatusTooManyRequests, Message: "Too many requests"}
 	ErrMissingParam          = &Error{Code: "M_MISSING_PARAM", Status: http.StatusBadRequest, Message: "Missing parameter"}
 	ErrMissingToken          = &Error{Code: "M_MISSING_TOKEN", Status: http.StatusUnauthorized, Message: "Missing access token"}
 	ErrNotFound              = &Error{Code: "M_NOT_FOUND", Status: http.StatusNotFound, Message: "Not found"}
 	ErrNotJSON               = &Error{Code: "M_NOT_JSON", Status: http.StatusBadRequest, Message: "Content not JSON"}
+	ErrProfileTooLarge       = &Error{Code: "M_PROFILE_TOO_LARGE", Status: http.StatusBadRequest, Message: "Profile too large"}
 	ErrResourceLimitExceeded = &Error{Code: "M_RESOURCE_LIMIT_EXCEEDED", Status: http.StatusForbidden, Message: "Resource limit exceeded"}
 	ErrThreepidNotFound      = &Error{Code: "M_THREEPID_NOT_FOUND", Status: http.StatusBadRequest, Message: "Third-party identifier not found"}
 	ErrTooLarge              = &Error{Code: "M_TOO_LARGE", Status: http.StatusRequestEntityTooLarge, Message: "Request too large"}

@@ -17,6 +17,12 @@ func (c Conn) OpenIDToken(ctx context.Context, hash string) (localpart string, e
 	return localpart, expiresTS, err
 }
 
+// DeleteOpenIDTokensOf revokes every OpenID token of a user (account deactivation).
+func (c Conn) DeleteOpenIDTokensOf(ctx context.Context, localpart string) error {
+	_, err := c.exec(ctx, `DELETE FROM openid_tokens WHERE localpart = $1`, localpart)
+	return err
+}
+
 // InsertRegistrationNonce stores a shared-secret registration nonce.
 func (c Conn) InsertRegistrationNonce(ctx context.Context, nonce string, expiresTS int64) error {
 	_, err := c.exec(ctx, `INSERT INTO registration_nonces (nonce, expires_ts) VALUES ($1, $2)`, nonce, expiresTS)
