@@ -19,6 +19,26 @@ const (
 	SubjectAccountData = "hs.account_data"
 )
 
+// SubjectRoomEvent is where a room's new stream positions are announced after commit: data is
+// the JSON {"room_id": ..., "pos": ...}. Subscribe to SubjectRoomEvents for every room.
+func SubjectRoomEvent(roomID string) string { return "hs.room." + subjectToken(roomID) }
+
+// SubjectRoomEvents matches SubjectRoomEvent of every room.
+const SubjectRoomEvents = "hs.room.*"
+
+// subjectToken makes an ID usable as one subject token (NATS tokens may not hold '.', '*', '>' or
+// whitespace).
+func subjectToken(id string) string {
+	b := []byte(id)
+	for i, c := range b {
+		switch c {
+		case '.', '*', '>', ' ', '\t', '\r', '\n':
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
 // Durable JetStream streams. Each is listed here with its retention.
 const (
 	// StreamUserEvents keeps per-user change notices for consumers that must not miss one.

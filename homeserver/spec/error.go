@@ -72,30 +72,32 @@ func (e *Error) MarshalJSON() ([]byte, error) {
 // The error codes of the spec (client-server API, "Standard error response"), each with its usual
 // status. Keep them in alphabetical order.
 var (
-	ErrBadJSON               = &Error{Code: "M_BAD_JSON", Status: http.StatusBadRequest, Message: "Malformed request"}
-	ErrBadState              = &Error{Code: "M_BAD_STATE", Status: http.StatusBadRequest, Message: "Bad state"}
-	ErrExclusive             = &Error{Code: "M_EXCLUSIVE", Status: http.StatusBadRequest, Message: "Reserved by an application service"}
-	ErrForbidden             = &Error{Code: "M_FORBIDDEN", Status: http.StatusForbidden, Message: "Forbidden"}
-	ErrGuestAccessForbidden  = &Error{Code: "M_GUEST_ACCESS_FORBIDDEN", Status: http.StatusForbidden, Message: "Guest access is not allowed"}
-	ErrInvalidParam          = &Error{Code: "M_INVALID_PARAM", Status: http.StatusBadRequest, Message: "Invalid parameter"}
-	ErrKeyTooLarge           = &Error{Code: "M_KEY_TOO_LARGE", Status: http.StatusBadRequest, Message: "Key too large"}
-	ErrInvalidUsername       = &Error{Code: "M_INVALID_USERNAME", Status: http.StatusBadRequest, Message: "Invalid username"}
-	ErrLimitExceeded         = &Error{Code: "M_LIMIT_EXCEEDED", Status: http.StatusTooManyRequests, Message: "Too many requests"}
-	ErrMissingParam          = &Error{Code: "M_MISSING_PARAM", Status: http.StatusBadRequest, Message: "Missing parameter"}
-	ErrMissingToken          = &Error{Code: "M_MISSING_TOKEN", Status: http.StatusUnauthorized, Message: "Missing access token"}
-	ErrNotFound              = &Error{Code: "M_NOT_FOUND", Status: http.StatusNotFound, Message: "Not found"}
-	ErrNotJSON               = &Error{Code: "M_NOT_JSON", Status: http.StatusBadRequest, Message: "Content not JSON"}
-	ErrProfileTooLarge       = &Error{Code: "M_PROFILE_TOO_LARGE", Status: http.StatusBadRequest, Message: "Profile too large"}
-	ErrResourceLimitExceeded = &Error{Code: "M_RESOURCE_LIMIT_EXCEEDED", Status: http.StatusForbidden, Message: "Resource limit exceeded"}
-	ErrThreepidNotFound      = &Error{Code: "M_THREEPID_NOT_FOUND", Status: http.StatusBadRequest, Message: "Third-party identifier not found"}
-	ErrTooLarge              = &Error{Code: "M_TOO_LARGE", Status: http.StatusRequestEntityTooLarge, Message: "Request too large"}
-	ErrUnauthorized          = &Error{Code: "M_UNAUTHORIZED", Status: http.StatusUnauthorized, Message: "Unauthorized"}
-	ErrUnknown               = &Error{Code: "M_UNKNOWN", Status: http.StatusInternalServerError, Message: "Internal server error"}
-	ErrUnknownToken          = &Error{Code: "M_UNKNOWN_TOKEN", Status: http.StatusUnauthorized, Message: "Unknown access token"}
-	ErrUnrecognized          = &Error{Code: "M_UNRECOGNIZED", Status: http.StatusNotFound, Message: "Unrecognized request"}
-	ErrUserDeactivated       = &Error{Code: "M_USER_DEACTIVATED", Status: http.StatusForbidden, Message: "This account has been deactivated"}
-	ErrUserInUse             = &Error{Code: "M_USER_IN_USE", Status: http.StatusBadRequest, Message: "User ID already taken"}
-	ErrWeakPassword          = &Error{Code: "M_WEAK_PASSWORD", Status: http.StatusBadRequest, Message: "Password too weak"}
+	ErrBadJSON                = &Error{Code: "M_BAD_JSON", Status: http.StatusBadRequest, Message: "Malformed request"}
+	ErrBadState               = &Error{Code: "M_BAD_STATE", Status: http.StatusBadRequest, Message: "Bad state"}
+	ErrExclusive              = &Error{Code: "M_EXCLUSIVE", Status: http.StatusBadRequest, Message: "Reserved by an application service"}
+	ErrForbidden              = &Error{Code: "M_FORBIDDEN", Status: http.StatusForbidden, Message: "Forbidden"}
+	ErrGuestAccessForbidden   = &Error{Code: "M_GUEST_ACCESS_FORBIDDEN", Status: http.StatusForbidden, Message: "Guest access is not allowed"}
+	ErrInvalidParam           = &Error{Code: "M_INVALID_PARAM", Status: http.StatusBadRequest, Message: "Invalid parameter"}
+	ErrKeyTooLarge            = &Error{Code: "M_KEY_TOO_LARGE", Status: http.StatusBadRequest, Message: "Key too large"}
+	ErrInvalidUsername        = &Error{Code: "M_INVALID_USERNAME", Status: http.StatusBadRequest, Message: "Invalid username"}
+	ErrLimitExceeded          = &Error{Code: "M_LIMIT_EXCEEDED", Status: http.StatusTooManyRequests, Message: "Too many requests"}
+	ErrMissingParam           = &Error{Code: "M_MISSING_PARAM", Status: http.StatusBadRequest, Message: "Missing parameter"}
+	ErrMissingToken           = &Error{Code: "M_MISSING_TOKEN", Status: http.StatusUnauthorized, Message: "Missing access token"}
+	ErrNotFound               = &Error{Code: "M_NOT_FOUND", Status: http.StatusNotFound, Message: "Not found"}
+	ErrNotJSON                = &Error{Code: "M_NOT_JSON", Status: http.StatusBadRequest, Message: "Content not JSON"}
+	ErrProfileTooLarge        = &Error{Code: "M_PROFILE_TOO_LARGE", Status: http.StatusBadRequest, Message: "Profile too large"}
+	ErrResourceLimitExceeded  = &Error{Code: "M_RESOURCE_LIMIT_EXCEEDED", Status: http.StatusForbidden, Message: "Resource limit exceeded"}
+	ErrRoomInUse              = &Error{Code: "M_ROOM_IN_USE", Status: http.StatusBadRequest, Message: "Room alias already taken"}
+	ErrThreepidNotFound       = &Error{Code: "M_THREEPID_NOT_FOUND", Status: http.StatusBadRequest, Message: "Third-party identifier not found"}
+	ErrTooLarge               = &Error{Code: "M_TOO_LARGE", Status: http.StatusRequestEntityTooLarge, Message: "Request too large"}
+	ErrUnauthorized           = &Error{Code: "M_UNAUTHORIZED", Status: http.StatusUnauthorized, Message: "Unauthorized"}
+	ErrUnknown                = &Error{Code: "M_UNKNOWN", Status: http.StatusInternalServerError, Message: "Internal server error"}
+	ErrUnknownToken           = &Error{Code: "M_UNKNOWN_TOKEN", Status: http.StatusUnauthorized, Message: "Unknown access token"}
+	ErrUnsupportedRoomVersion = &Error{Code: "M_UNSUPPORTED_ROOM_VERSION", Status: http.StatusBadRequest, Message: "Unsupported room version"}
+	ErrUnrecognized           = &Error{Code: "M_UNRECOGNIZED", Status: http.StatusNotFound, Message: "Unrecognized request"}
+	ErrUserDeactivated        = &Error{Code: "M_USER_DEACTIVATED", Status: http.StatusForbidden, Message: "This account has been deactivated"}
+	ErrUserInUse              = &Error{Code: "M_USER_IN_USE", Status: http.StatusBadRequest, Message: "User ID already taken"}
+	ErrWeakPassword           = &Error{Code: "M_WEAK_PASSWORD", Status: http.StatusBadRequest, Message: "Password too weak"}
 )
 
 // LimitExceeded is M_LIMIT_EXCEEDED telling the client how long to wait.

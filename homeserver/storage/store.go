@@ -153,3 +153,22 @@ func collect[T any](ctx context.Context, c Conn, query string, args []any, scan 
 }
 
 func nowMS() int64 { return time.Now().UnixMilli() }
+
+// Savepoint marks a point inside a Write transaction that RollbackToSavepoint returns to, so one
+// job of a batch can fail without aborting the others.
+func (c Conn) Savepoint(ctx context.Context) error {
+	_, err := c.q.ExecContext(ctx, `SAVEPOINT job`)
+	return err
+}
+
+// RollbackToSavepoint undoes everything since Savepoint.
+func (c Conn) RollbackToSavepoint(ctx context.Context) error {
+	_, err := c.q.ExecContext(ctx, `ROLLBACK TO SAVEPOINT job`)
+	return err
+}
+
+// ReleaseSavepoint keeps everything since Savepoint.
+func (c Conn) ReleaseSavepoint(ctx context.Context) error {
+	_, err := c.q.ExecContext(ctx, `RELEASE SAVEPOINT job`)
+	return err
+}

@@ -1,0 +1,147 @@
+package room
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/hearthmx/homeserver/homeserver/event"
+	"github.com/hearthmx/homeserver/homeserver/spec"
+	"github.com/hearthmx/homeserver/homeserver/storage"
+)
+
+// maxPrevEvents caps prev_events of a new event (the spec allows 20).
+const maxPrevEvents = 10
+
+// appendOpts are the extras of one appended event.
+type appendOpts struct {
+	txnLocalpart, txnDevice, txnID string // idempotency record, committed with the event
+}
+
+// append builds the next event of the room from proto (room ID, prev events, depth, auth events
+// and timestamp are filled in), authorises it against the room's current state, and persists it
+// with its state group, current state, forward extremities and stream position.
+func (t *txn) append(rs *roomState, proto event.Proto, o appendOpts) (*event.PDU, error) {
+	v := rs.version
+	if proto.Type == TypeCreate && v.RoomIDFromCreateEvent() {
+		proto.RoomID = ""
+	} else {
+		proto.RoomID = rs.roomID
+	}
+	proto.PrevEvents = rs.extremities
+	if len(proto.PrevEvents) > maxPrevEvents {
+		proto.PrevEvents = proto.PrevEvents[:maxPrevEvents]
+	}
+	proto.Depth = rs.depth + 1
+	proto.OriginServerTS = t.s.nowMS()
+	draft := &event.PDU{Type: proto.Type, StateKey: proto.StateKey, Sender: proto.Sender, Content: proto.Content, Version: v}
+	proto.AuthEvents = proto.AuthEvents[:0]
+	for _, k := range AuthEventsNeeded(v, draft) {
+		if ev := rs.state[k]; ev != nil {
+			proto.AuthEvents = append(proto.AuthEvents, ev.EventID)
+		}
+	}
+	key := t.s.opts.Key
+	pdu, err := event.Build(v, proto, t.s.opts.ServerName, key.ID, key.Private)
+	if err != nil {
+		if errors.Is(err, event.ErrInvalid) || errors.Is(err, event.ErrTooLarge) {
+			return nil, spec.ErrBadJSON.With(err.Error())
+		}
+		return nil, err
+	}
+	if rs.roomID == "" {
+		rs.roomID = pdu.EffectiveRoomID()
+	}
+	if err := Allowed(v, pdu, rs.lookup(), nil); err != nil {
+		var ae *AuthError
+		if errors.As(err, &ae) {
+			return nil, spec.ErrForbidden.With(ae.Reason)
+		}
+		return nil, err
+	}
+	return pdu, t.persist(rs, pdu, o)
+}
+
+// persist writes an authorised event and moves the room's state forward.
+func (t *txn) persist(rs *roomState, pdu *event.PDU, o appendOpts) error {
+	ctx, c := t.ctx, t.c
+	pos, err := c.NextPosition(ctx, storage.StreamEvents)
+	if err != nil {
+		return err
+	}
+	group := rs.group
+	var membership string
+	if pdu.StateKey != nil {
+		k := StateKeyTuple{pdu.Type, *pdu.StateKey}
+		full := make(storage.StateMap, len(rs.state)+1)
+		for sk, ev := range rs.state {
+			full[storage.StateKey(sk)] = ev.EventID
+		}
+		full[storage.StateKey(k)] = pdu.EventID
+		group, err = c.CreateStateGroup(ctx, rs.roomID, rs.group, storage.StateMap{storage.StateKey(k): pdu.EventID}, full)
+		if err != nil {
+			return err
+		}
+		if pdu.Type == TypeMember {
+			membership = Membership(pdu)
+		}
+		if err := c.SetCurrentState(ctx, rs.roomID, storage.StateKey(k), pdu.EventID, membership, pos); err != nil {
+			return err
+		}
+		rs.state[k] = pdu
+	}
+	rel := relationOf(pdu.Content)
+	if err := c.InsertEvent(ctx, storage.Event{
+		EventID: pdu.EventID, RoomID: rs.roomID, Type: pdu.Type, StateKey: pdu.StateKey, Sender: pdu.Sender,
+		Depth: pdu.Depth, OriginServerTS: pdu.OriginServerTS, StreamPos: pos, StateGroup: group, Membership: membership,
+		RelatesTo: rel.EventID, RelType: rel.RelType, RelKey: rel.Key, TxnID: o.txnID, TxnDevice: o.txnDevice,
+		PDU: pdu.Raw, ClientJSON: pdu.ClientJSON(nil), PrevEvents: pdu.PrevEvents, AuthEvents: pdu.AuthEvents,
+	}); err != nil {
+		return err
+	}
+	if err := c.SetForwardExtremities(ctx, rs.roomID, []string{pdu.EventID}); err != nil {
+		return err
+	}
+	if o.txnID != "" {
+		if err := c.InsertTransaction(ctx, o.txnLocalpart, o.txnDevice, o.txnID, pdu.EventID, pdu.OriginServerTS); err != nil {
+			return err
+		}
+	}
+	rs.extremities = []string{pdu.EventID}
+	rs.depth = pdu.Depth
+	rs.group = group
+	t.notices = append(t.notices, notice{RoomID: rs.roomID, Pos: pos})
+	return nil
+}
+
+// relation is the m.relates_to of an event's content.
+type relation struct {
+	EventID string `json:"event_id"`
+	RelType string `json:"rel_type"`
+	Key     string `json:"key"`
+}
+
+func relationOf(content json.RawMessage) relation {
+	var c struct {
+		RelatesTo *relation `json:"m.relates_to"`
+	}
+	if json.Unmarshal(content, &c) != nil || c.RelatesTo == nil {
+		return relation{}
+	}
+	r := *c.RelatesTo
+	if len(r.EventID) > 255 || len(r.RelType) > 255 || len(r.Key) > 255 {
+		return relation{}
+	}
+	return r
+}
+
+// stateKeyPtr returns a pointer to a copy of s.
+func stateKeyPtr(s string) *string { return &s }
+
+func mustJSON(v any) json.RawMessage {
+	data, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("room: marshal %T: %v", v, err))
+	}
+	return data
+}

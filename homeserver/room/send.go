@@ -1,0 +1,157 @@
+package room
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/hearthmx/homeserver/homeserver/event"
+	"github.com/hearthmx/homeserver/homeserver/spec"
+	"github.com/hearthmx/homeserver/homeserver/storage"
+)
+
+// Sender identifies who sends an event: the user, and the device and transaction ID for
+// idempotency (empty txnID: none).
+type Sender struct {
+	UserID    string
+	Localpart string
+	DeviceID  string
+	TxnID     string
+}
+
+// Send appends a message-like (non-state) event. A repeated (user, device, txnID) returns the
+// event of the first call: the mapping is committed with the event, so it survives a crash.
+func (s *Service) Send(ctx context.Context, roomID string, from Sender, typ string, content json.RawMessage) (string, error) {
+	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: typ, Content: content}, true)
+}
+
+// SetState appends a state event.
+func (s *Service) SetState(ctx context.Context, roomID string, from Sender, typ, stateKey string, content json.RawMessage) (string, error) {
+	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: typ, StateKey: &stateKey, Content: content}, from.TxnID != "")
+}
+
+// Redact appends an m.room.redaction of target, and applies it to the stored event when the
+// sender may redact it (their own event, or with the redact power level).
+func (s *Service) Redact(ctx context.Context, roomID string, from Sender, target string, reason string) (string, error) {
+	content := map[string]any{}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	var id string
+	err := s.write(ctx, func(t *txn) error {
+		if from.TxnID != "" {
+			prev, err := t.c.TransactionEvent(t.ctx, from.Localpart, from.DeviceID, "redact:"+from.TxnID)
+			if err == nil {
+				id = prev
+				return nil
+			} else if !errors.Is(err, storage.ErrNotFound) {
+				return err
+			}
+		}
+		rs, err := t.room(roomID)
+		if err != nil {
+			return err
+		}
+		pdu, err := t.append(rs, event.Proto{Sender: from.UserID, Type: TypeRedaction, Content: mustJSON(content), Redacts: target},
+			appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID, txnID: prefixed("redact:", from.TxnID)})
+		if err != nil {
+			return err
+		}
+		id = pdu.EventID
+		return t.applyRedaction(rs, pdu, target)
+	})
+	return id, err
+}
+
+func prefixed(prefix, txn string) string {
+	if txn == "" {
+		return ""
+	}
+	return prefix + txn
+}
+
+// applyRedaction replaces the stored target with its redacted form when the redaction is allowed
+// to take effect (same room; the redaction's sender sent the target or has the redact level).
+func (t *txn) applyRedaction(rs *roomState, redaction *event.PDU, targetID string) error {
+	target, err := t.c.Event(t.ctx, targetID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil // the target may arrive later (federation); nothing to redact now
+	}
+	if err != nil {
+		return err
+	}
+	if target.RoomID != rs.roomID || target.RedactedBy != "" {
+		return nil
+	}
+	orig, err := event.Parse(rs.version, target.PDU)
+	if err != nil {
+		return err
+	}
+	pl, err := NewPowerLevels(rs.version, rs.state[StateKeyTuple{TypeCreate, ""}], rs.state[StateKeyTuple{TypePowerLevels, ""}])
+	if err != nil {
+		return err
+	}
+	if !RedactionApplies(rs.version, redaction, orig, pl) {
+		return spec.ErrForbidden.With("You may not redact this event")
+	}
+	red, err := orig.Redacted()
+	if err != nil {
+		return err
+	}
+	unsigned := mustJSON(map[string]json.RawMessage{"redacted_because": redaction.ClientJSON(nil)})
+	return t.c.SetRedactedBy(t.ctx, targetID, redaction.EventID, red.Raw, red.ClientJSON(unsigned))
+}
+
+// appendOne appends one event, honouring the transaction ID.
+func (s *Service) appendOne(ctx context.Context, roomID string, from Sender, proto event.Proto, useTxn bool) (string, error) {
+	var id string
+	err := s.write(ctx, func(t *txn) error {
+		if useTxn && from.TxnID != "" {
+			prev, err := t.c.TransactionEvent(t.ctx, from.Localpart, from.DeviceID, from.TxnID)
+			if err == nil {
+				id = prev
+				return nil
+			} else if !errors.Is(err, storage.ErrNotFound) {
+				return err
+			}
+		}
+		rs, err := t.room(roomID)
+		if err != nil {
+			return err
+		}
+		o := appendOpts{}
+		if useTxn {
+			o = appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID, txnID: from.TxnID}
+		}
+		pdu, err := t.append(rs, proto, o)
+		if err != nil {
+			return err
+		}
+		id = pdu.EventID
+		return nil
+	})
+	return id, err
+}
+
+// Membership changes target's membership in a room: join (target == sender), leave, invite, kick
+// (leave of another user), ban, unban (leave of a banned user), knock. The auth rules decide
+// whether it is allowed.
+func (s *Service) Membership(ctx context.Context, roomID string, from Sender, target, membership, reason string, profile MemberProfile, isDirect bool) (string, error) {
+	content := newMemberContent(membership, profile, isDirect)
+	if reason != "" {
+		content["reason"] = reason
+	}
+	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: TypeMember, StateKey: &target, Content: mustJSON(content)}, false)
+}
+
+// RoomVersion returns the version of a room this server knows.
+func (s *Service) RoomVersion(ctx context.Context, roomID string) (event.Version, error) {
+	r, err := s.store.Read().Room(ctx, roomID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return event.Version{}, errRoomNotFound
+	}
+	if err != nil {
+		return event.Version{}, err
+	}
+	return event.LookupVersion(r.Version)
+}

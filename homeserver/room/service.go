@@ -1,0 +1,297 @@
+package room
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hearthmx/homeserver/homeserver/bus"
+	"github.com/hearthmx/homeserver/homeserver/event"
+	"github.com/hearthmx/homeserver/homeserver/signing"
+	"github.com/hearthmx/homeserver/homeserver/spec"
+	"github.com/hearthmx/homeserver/homeserver/storage"
+)
+
+// Options configure the room service.
+type Options struct {
+	ServerName     string
+	Key            signing.Key
+	DefaultVersion event.Version
+}
+
+// Service creates rooms and appends events to them. Every write goes through one writer
+// goroutine that batches the jobs waiting at that moment into one transaction (group commit):
+//
+//	handler ──job──▶ jobs chan ──▶ writer: BEGIN; job1 (savepoint); job2 (savepoint); ... COMMIT
+//	                                  │ after commit: update the room cache, publish {room, pos}
+//	                                  ▼
+//	                           job.done ◀── each job's own result
+//
+// A job that fails rolls back to its savepoint and leaves the batch's other jobs alone. The
+// writer owns the in-memory room states (current state events, forward extremities, depth), so
+// building an event costs no database reads once a room is warm.
+//
+// One node only for now: with several nodes on one PostgreSQL, rooms need a per-room advisory lock
+// and cache invalidation over the bus (later issue).
+type Service struct {
+	store *storage.Store
+	bus   *bus.Bus
+	opts  Options
+	log   *slog.Logger
+	// Now is the clock; tests replace it before the first write.
+	Now func() time.Time
+
+	jobs  chan *job
+	rooms map[string]*roomState // owned by the writer goroutine
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// maxBatch bounds how many jobs one transaction carries.
+const maxBatch = 128
+
+type job struct {
+	ctx  context.Context
+	fn   func(t *txn) error
+	done chan error
+}
+
+// New builds the service and starts its writer; Close stops it.
+func New(store *storage.Store, b *bus.Bus, opts Options, log *slog.Logger) *Service {
+	s := &Service{store: store, bus: b, opts: opts, log: log, Now: time.Now,
+		jobs: make(chan *job, 1024), rooms: make(map[string]*roomState), stop: make(chan struct{})}
+	s.wg.Add(1)
+	go s.writer()
+	return s
+}
+
+// Close stops the writer after the jobs already queued.
+func (s *Service) Close() {
+	close(s.stop)
+	s.wg.Wait()
+}
+
+// write runs fn in the writer, in a transaction shared with other waiting jobs, and returns its
+// error.
+func (s *Service) write(ctx context.Context, fn func(t *txn) error) error {
+	j := &job{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case s.jobs <- j:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stop:
+		return errors.New("room: service stopped")
+	}
+	select {
+	case err := <-j.done:
+		return err
+	case <-ctx.Done():
+		// The job may still commit; its result is dropped, as with any request the client left.
+		return ctx.Err()
+	}
+}
+
+func (s *Service) writer() {
+	defer s.wg.Done()
+	for {
+		var first *job
+		select {
+		case first = <-s.jobs:
+		case <-s.stop:
+			return
+		}
+		batch := []*job{first}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case j := <-s.jobs:
+				batch = append(batch, j)
+			default:
+				break drain
+			}
+		}
+		s.runBatch(batch)
+	}
+}
+
+// notice is what the writer publishes after a commit: a room moved to a new stream position.
+type notice struct {
+	RoomID string `json:"room_id"`
+	Pos    int64  `json:"pos"`
+}
+
+func (s *Service) runBatch(batch []*job) {
+	results := make([]error, len(batch))
+	committed := map[string]*roomState{}
+	var notices []notice
+	err := s.store.Write(context.Background(), func(c storage.Conn) error {
+		for i, j := range batch {
+			if err := j.ctx.Err(); err != nil {
+				results[i] = err
+				continue
+			}
+			t := &txn{s: s, c: c, ctx: j.ctx, base: committed, rooms: map[string]*roomState{}}
+			if err := c.Savepoint(j.ctx); err != nil {
+				return err
+			}
+			if err := j.fn(t); err != nil {
+				results[i] = err
+				if rerr := c.RollbackToSavepoint(context.Background()); rerr != nil {
+					return rerr
+				}
+				continue
+			}
+			if err := c.ReleaseSavepoint(j.ctx); err != nil {
+				return err
+			}
+			for id, rs := range t.rooms {
+				committed[id] = rs
+			}
+			notices = append(notices, t.notices...)
+		}
+		return nil
+	})
+	if err != nil {
+		// Nothing was committed: the cache stays as it was and every job gets the error.
+		s.log.Error("room write batch failed", "jobs", len(batch), "err", err)
+		for i := range results {
+			if results[i] == nil {
+				results[i] = err
+			}
+		}
+	} else {
+		for id, rs := range committed {
+			s.rooms[id] = rs
+		}
+		s.publish(notices)
+	}
+	for i, j := range batch {
+		j.done <- results[i]
+	}
+}
+
+func (s *Service) publish(ns []notice) {
+	if s.bus == nil {
+		return
+	}
+	for _, n := range ns {
+		data, _ := json.Marshal(n)
+		if err := s.bus.Publish(bus.SubjectRoomEvent(n.RoomID), data); err != nil {
+			s.log.Warn("publish room event", "room_id", n.RoomID, "err", err)
+		}
+	}
+}
+
+func (s *Service) nowMS() int64 { return s.Now().UnixMilli() }
+
+// errRoomNotFound is M_NOT_FOUND for rooms this server does not know.
+var errRoomNotFound = spec.ErrNotFound.With("Unknown room")
+
+// roomState is what the writer needs to build and authorise the next event of a room. It is
+// copied before a job changes it, so a failed job leaves no trace.
+type roomState struct {
+	roomID      string
+	version     event.Version
+	state       map[StateKeyTuple]*event.PDU
+	extremities []string
+	depth       int64
+	group       int64 // state group of the current state
+}
+
+func (rs *roomState) clone() *roomState {
+	c := *rs
+	c.state = make(map[StateKeyTuple]*event.PDU, len(rs.state)+1)
+	for k, v := range rs.state {
+		c.state[k] = v
+	}
+	c.extremities = append([]string(nil), rs.extremities...)
+	return &c
+}
+
+func (rs *roomState) lookup() StateLookup { return StateFromMap(rs.state) }
+
+// txn is one job's view inside the batch transaction.
+type txn struct {
+	s       *Service
+	c       storage.Conn
+	ctx     context.Context
+	base    map[string]*roomState // committed earlier in this batch
+	rooms   map[string]*roomState // this job's working copies
+	notices []notice
+}
+
+// room returns this job's working copy of a room's state, loading it if needed.
+func (t *txn) room(roomID string) (*roomState, error) {
+	if rs, ok := t.rooms[roomID]; ok {
+		return rs, nil
+	}
+	src, ok := t.base[roomID]
+	if !ok {
+		src, ok = t.s.rooms[roomID]
+	}
+	if !ok {
+		var err error
+		if src, err = t.load(roomID); err != nil {
+			return nil, err
+		}
+	}
+	rs := src.clone()
+	t.rooms[roomID] = rs
+	return rs, nil
+}
+
+// load reads a room's current state from storage.
+func (t *txn) load(roomID string) (*roomState, error) {
+	r, err := t.c.Room(t.ctx, roomID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, errRoomNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	v, err := event.LookupVersion(r.Version)
+	if err != nil {
+		return nil, err
+	}
+	rs := &roomState{roomID: roomID, version: v, state: map[StateKeyTuple]*event.PDU{}}
+	cur, err := t.c.CurrentState(t.ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(cur))
+	for _, id := range cur {
+		ids = append(ids, id)
+	}
+	evs, err := t.c.Events(t.ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range evs {
+		p, err := event.Parse(v, e.PDU)
+		if err != nil {
+			return nil, fmt.Errorf("room %s: stored state event %s: %w", roomID, e.EventID, err)
+		}
+		rs.state[StateKeyTuple{p.Type, *p.StateKey}] = p
+	}
+	if rs.extremities, err = t.c.ForwardExtremities(t.ctx, roomID); err != nil {
+		return nil, err
+	}
+	exts, err := t.c.Events(t.ctx, rs.extremities)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range exts {
+		rs.depth = max(rs.depth, e.Depth)
+		rs.group = max(rs.group, e.StateGroup)
+	}
+	if len(exts) > 1 {
+		// Several extremities happen only with federation (later issue); the resolved current
+		// state is what current_state holds, and the next event's state group is written whole.
+		rs.group = 0
+	}
+	return rs, nil
+}

@@ -1,0 +1,118 @@
+package room_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/hearthmx/homeserver/homeserver/event"
+	"github.com/hearthmx/homeserver/homeserver/room"
+	"github.com/hearthmx/homeserver/homeserver/signing"
+	"github.com/hearthmx/homeserver/homeserver/spec"
+	"github.com/hearthmx/homeserver/homeserver/storage"
+	"github.com/hearthmx/homeserver/homeserver/storage/storagetest"
+)
+
+func newService(t *testing.T, s *storage.Store, v event.Version) *room.Service {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	svc := room.New(s, nil, room.Options{ServerName: "test.local", Key: signing.Key{ID: "ed25519:a_test", Private: priv}, DefaultVersion: v},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(svc.Close)
+	return svc
+}
+
+func sender(user string) room.Sender {
+	return room.Sender{UserID: user, Localpart: user[1:5], DeviceID: "DEV"}
+}
+
+// TestCreateSendAuth creates rooms of every version, sends from members and non-members, and checks
+// what the auth rules let through and what is stored.
+func TestCreateSendAuth(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		for _, v := range event.Versions {
+			t.Run("v"+v.ID(), func(t *testing.T) {
+				svc := newService(t, s, v)
+				alice, bob := "@alice:test.local", "@bob:test.local"
+				roomID, err := svc.CreateRoom(ctx, room.CreateRequest{Creator: alice, Name: "Room", Topic: "Chat", Invite: []string{bob},
+					Preset: room.PresetPrivateChat, CreatorProfile: room.MemberProfile{DisplayName: "Alice"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := svc.Send(ctx, roomID, sender(alice), "m.room.message", json.RawMessage(`{"msgtype":"m.text","body":"hi"}`)); err != nil {
+					t.Fatalf("creator send: %v", err)
+				}
+				// bob is invited, not joined: he may not send.
+				_, err = svc.Send(ctx, roomID, sender(bob), "m.room.message", json.RawMessage(`{"msgtype":"m.text","body":"x"}`))
+				if !errors.Is(err, spec.ErrForbidden) {
+					t.Fatalf("invited user send: %v", err)
+				}
+				if _, err := svc.Membership(ctx, roomID, sender(bob), bob, "join", "", room.MemberProfile{}, false); err != nil {
+					t.Fatalf("join: %v", err)
+				}
+				if _, err := svc.Send(ctx, roomID, sender(bob), "m.room.message", json.RawMessage(`{"msgtype":"m.text","body":"x"}`)); err != nil {
+					t.Fatalf("member send: %v", err)
+				}
+				// bob has power 0: he may not change the name (state_default 50).
+				_, err = svc.SetState(ctx, roomID, sender(bob), "m.room.name", "", json.RawMessage(`{"name":"mine"}`))
+				if !errors.Is(err, spec.ErrForbidden) {
+					t.Fatalf("unprivileged state: %v", err)
+				}
+				cur, err := s.Read().CurrentState(ctx, roomID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, k := range []storage.StateKey{{Type: "m.room.create"}, {Type: "m.room.name"}, {Type: "m.room.topic"},
+					{Type: "m.room.member", StateKey: alice}, {Type: "m.room.member", StateKey: bob}, {Type: "m.room.join_rules"}} {
+					if cur[k] == "" {
+						t.Errorf("current state lacks %v", k)
+					}
+				}
+				if v.RoomIDFromCreateEvent() && roomID != "!"+cur[storage.StateKey{Type: "m.room.create"}][1:] {
+					t.Errorf("v12 room ID %s is not the create event's hash %s", roomID, cur[storage.StateKey{Type: "m.room.create"}])
+				}
+			})
+		}
+	})
+}
+
+// TestTxnIDIdempotent sends the same txn ID concurrently and sequentially: one event.
+func TestTxnIDIdempotent(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		svc := newService(t, s, event.V11)
+		alice := "@alice:test.local"
+		roomID, err := svc.CreateRoom(ctx, room.CreateRequest{Creator: alice})
+		if err != nil {
+			t.Fatal(err)
+		}
+		from := sender(alice)
+		from.TxnID = "txn1"
+		ids := make([]string, 10)
+		var wg sync.WaitGroup
+		for i := range ids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ids[i], err = svc.Send(ctx, roomID, from, "m.room.message", json.RawMessage(fmt.Sprintf(`{"body":"%d"}`, i)))
+			}()
+		}
+		wg.Wait()
+		for _, id := range ids {
+			if id != ids[0] || id == "" {
+				t.Fatalf("txn ids gave different events: %v", ids)
+			}
+		}
+		from.DeviceID = "OTHER"
+		other, err := svc.Send(ctx, roomID, from, "m.room.message", json.RawMessage(`{"body":"x"}`))
+		if err != nil || other == ids[0] {
+			t.Fatalf("same txn from another device: %s %v", other, err)
+		}
+	})
+}
