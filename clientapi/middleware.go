@@ -178,18 +178,26 @@ func (a *API) requireAuth(next http.Handler) http.Handler {
 	})
 }
 
-// clientIP is the peer address, or the first X-Forwarded-For hop when the peer is a trusted proxy.
+// clientIP is the peer address or, when the peer is a trusted proxy, the right-most address of
+// X-Forwarded-For that is not itself a trusted proxy (left-most entries are whatever the client
+// sent, so they cannot be believed).
 func (a *API) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	if ip := net.ParseIP(host); ip != nil && a.trustedProxy(ip) {
-		if fwd := r.Header.Get("X-Forwarded-For"); fwd != "" {
-			first, _, _ := strings.Cut(fwd, ",")
-			if ip := net.ParseIP(strings.TrimSpace(first)); ip != nil {
-				return ip.String()
-			}
+	ip := net.ParseIP(host)
+	if ip == nil || !a.trustedProxy(ip) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop := net.ParseIP(strings.TrimSpace(hops[i]))
+		if hop == nil {
+			break
+		}
+		if !a.trustedProxy(hop) {
+			return hop.String()
 		}
 	}
 	return host

@@ -47,14 +47,14 @@ type Server struct {
 
 // New builds a server: data directory, signing key, storage (migrated), bus, services and routes.
 // It does not listen yet.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, err error) {
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if problems := cfg.Validate(); len(problems) > 0 {
 		return nil, fmt.Errorf("invalid configuration: %v", problems)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	s = &Server{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			s.Close()

@@ -97,7 +97,7 @@ start_homeserver() {
 	for ((attempt = 1; attempt <= 3; attempt++)); do
 		HS_PORT="$(pg_free_port)" || return 1
 		note "starting homeserver ($backend) on 127.0.0.1:$HS_PORT, data in $data"
-		# Run from the data dir so the sample config.yaml in the repo root is not picked up.
+		# Run from the data dir, so anything the server writes relative to the working directory lands there.
 		(
 			cd "$data"
 			export HS_SERVER_NAME=localhost HS_DATA_DIR="$data" \

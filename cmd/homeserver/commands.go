@@ -173,7 +173,16 @@ func cmdCreateUser(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 	defer store.Close()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc := account.New(store, nil, account.Options{ServerName: cfg.ServerName, PasswordMinLength: cfg.Auth.PasswordMinLength}, log)
-	localpart := strings.ToLower(strings.TrimPrefix(strings.SplitN(fs.Arg(0), ":", 2)[0], "@"))
+	name := fs.Arg(0)
+	if strings.HasPrefix(name, "@") {
+		local, server, _ := strings.Cut(name[1:], ":")
+		if server != cfg.ServerName {
+			fmt.Fprintf(stderr, "homeserver: %s is not a user of this server (%s)\n", name, cfg.ServerName)
+			return 1
+		}
+		name = local
+	}
+	localpart := strings.ToLower(name)
 	if err := svc.CheckPasswordStrength(password); err != nil {
 		fmt.Fprintf(stderr, "homeserver: %v\n", err)
 		return 1

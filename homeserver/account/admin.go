@@ -238,7 +238,7 @@ func (s *Service) CreateRegistrationToken(ctx context.Context, n NewRegistration
 		err := s.store.Write(ctx, func(c storage.Conn) error { return c.CreateRegistrationToken(ctx, t) })
 		switch {
 		case err == nil:
-			s.log.InfoContext(ctx, "registration token created", "uses_allowed", t.UsesAllowed, "expiry_ts", t.ExpiryTS)
+			s.log.InfoContext(ctx, "registration token created", "uses_allowed", optional(t.UsesAllowed), "expiry_ts", optional(t.ExpiryTS))
 			return t, nil
 		case !errors.Is(err, storage.ErrConflict):
 			return storage.RegistrationToken{}, err
@@ -337,4 +337,12 @@ func randomToken(n int) string {
 		b[i] = RegistrationTokenChars[k.Int64()]
 	}
 	return string(b)
+}
+
+// optional renders an optional number for logs ("unlimited" when unset).
+func optional(n *int64) any {
+	if n == nil {
+		return "unlimited"
+	}
+	return *n
 }

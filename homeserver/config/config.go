@@ -322,9 +322,12 @@ func (c *Config) Validate() []Problem {
 			add(fmt.Sprintf("http.trusted_proxies[%d]", i), "must be an IP address or CIDR, got %q", p)
 		}
 	}
-	for name, r := range map[string]Rate{"per_ip": c.RateLimits.PerIP, "per_user": c.RateLimits.PerUser} {
-		if c.RateLimits.Enabled && (r.PerSecond <= 0 || r.Burst < 1) {
-			add("rate_limits."+name, "per_second must be > 0 and burst >= 1 while rate limits are enabled")
+	for _, r := range []struct {
+		name string
+		rate Rate
+	}{{"per_ip", c.RateLimits.PerIP}, {"per_user", c.RateLimits.PerUser}} {
+		if c.RateLimits.Enabled && (r.rate.PerSecond <= 0 || r.rate.Burst < 1) {
+			add("rate_limits."+r.name, "per_second must be > 0 and burst >= 1 while rate limits are enabled")
 		}
 	}
 	for i, p := range c.RateLimits.ExemptIPs {

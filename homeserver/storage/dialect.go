@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -22,6 +23,8 @@ type dialect interface {
 	ddl(sql string) string
 	// mapError turns a unique-constraint violation into ErrConflict.
 	mapError(err error) error
+	// lockMigrations keeps other nodes from migrating the same database at the same time.
+	lockMigrations(ctx context.Context, db *sql.DB) (unlock func(), err error)
 }
 
 func dialectFor(backend string) (dialect, error) {
@@ -59,6 +62,9 @@ func (sqliteDialect) open(o Options) (*sql.DB, *sql.DB, error) {
 	return write, read, nil
 }
 
+// lockMigrations needs nothing on SQLite: the single writer connection already serialises them.
+func (sqliteDialect) lockMigrations(context.Context, *sql.DB) (func(), error) { return func() {}, nil }
+
 func (sqliteDialect) ddl(s string) string {
 	return strings.NewReplacer("BYTEA", "BLOB").Replace(s)
 }
@@ -92,6 +98,25 @@ func (postgresDialect) open(o Options) (*sql.DB, *sql.DB, error) {
 }
 
 func (postgresDialect) ddl(s string) string { return s }
+
+// migrationLockKey is the advisory lock nodes take while migrating ("hsmigrat" in ASCII).
+const migrationLockKey = 0x68736d6967726174
+
+// lockMigrations takes a session advisory lock on one dedicated connection until unlock.
+func (postgresDialect) lockMigrations(ctx context.Context, db *sql.DB) (func(), error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, int64(migrationLockKey)); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return func() {
+		_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1)`, int64(migrationLockKey))
+		conn.Close()
+	}, nil
+}
 
 func (postgresDialect) mapError(err error) error {
 	var pe *pgconn.PgError

@@ -55,6 +55,11 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := s.dialect.lockMigrations(ctx, s.write)
+	if err != nil {
+		return fmt.Errorf("storage: lock for migrations: %w", err)
+	}
+	defer unlock()
 	if _, err := s.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)`); err != nil {
 		return fmt.Errorf("storage: create schema_migrations: %w", err)
@@ -68,6 +73,15 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	for _, m := range ms[current:] {
 		err := s.Write(ctx, func(c Conn) error {
+			// Another process may have applied it since we looked (SQLite has no advisory lock, but
+			// its write transactions are exclusive, so this check inside one is enough).
+			var done int
+			if err := c.scanOne(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = $1`, []any{m.version}, &done); err != nil {
+				return err
+			}
+			if done > 0 {
+				return nil
+			}
 			for _, stmt := range splitStatements(s.dialect.ddl(m.sql)) {
 				if _, err := c.q.ExecContext(ctx, stmt); err != nil {
 					return fmt.Errorf("%w\n%s", err, stmt)

@@ -252,3 +252,28 @@ func TestPurgeExpired(t *testing.T) {
 		}
 	})
 }
+
+// TestConcurrentMigrations opens several stores on one empty database at once, as several nodes
+// starting together would: all must come up with the full schema.
+func TestConcurrentMigrations(t *testing.T) {
+	for _, backend := range storagetest.Backends {
+		t.Run(backend, func(t *testing.T) {
+			opts := storagetest.Options(t, backend)
+			errs := make(chan error, 4)
+			for i := 0; i < 4; i++ {
+				go func() {
+					s, err := storage.Open(context.Background(), opts)
+					if err == nil {
+						s.Close()
+					}
+					errs <- err
+				}()
+			}
+			for i := 0; i < 4; i++ {
+				if err := <-errs; err != nil {
+					t.Fatalf("concurrent start %d: %v", i, err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,102 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"math"
+)
+
+// TopoPos is a position in a room's topological order: events are ordered by (depth, stream_pos).
+// A TopoPos names the boundary just after the event with that key; MaxTopo is after every event.
+type TopoPos struct {
+	Depth  int64
+	Stream int64
+}
+
+// MaxTopo is the boundary after every event; MinTopo the one before every event.
+var (
+	MaxTopo = TopoPos{math.MaxInt64, math.MaxInt64}
+	MinTopo = TopoPos{-1, 0}
+)
+
+// Before is the boundary just before the event at p.
+func (p TopoPos) Before() TopoPos { return TopoPos{p.Depth, p.Stream - 1} }
+
+// TimelineEvents returns up to limit timeline events (not outliers, not rejected) of a room after
+// the boundary from (forward: ascending) or at or before it (backward: descending).
+func (c Conn) TimelineEvents(ctx context.Context, roomID string, from TopoPos, backward bool, limit int) ([]Event, error) {
+	q := `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND stream_pos IS NOT NULL AND NOT rejected AND NOT soft_failed AND `
+	if backward {
+		q += `(depth < $2 OR (depth = $2 AND stream_pos <= $3)) ORDER BY depth DESC, stream_pos DESC LIMIT $4`
+	} else {
+		q += `(depth > $2 OR (depth = $2 AND stream_pos > $3)) ORDER BY depth, stream_pos LIMIT $4`
+	}
+	return collect(ctx, c, q, []any{roomID, from.Depth, from.Stream, limit}, scanEventRows)
+}
+
+// TopoOfStream converts a stream position into the boundary after the last timeline event of the
+// room at or below it (MinTopo when there is none).
+func (c Conn) TopoOfStream(ctx context.Context, roomID string, pos int64) (TopoPos, error) {
+	var p TopoPos
+	err := c.scanOne(ctx, `SELECT depth, stream_pos FROM events WHERE room_id = $1 AND stream_pos IS NOT NULL AND stream_pos <= $2
+		ORDER BY stream_pos DESC LIMIT 1`, []any{roomID, pos}, &p.Depth, &p.Stream)
+	if err == ErrNotFound {
+		return MinTopo, nil
+	}
+	return p, err
+}
+
+// PosValue is a (stream position, value) pair of a state history.
+type PosValue struct {
+	Pos   int64
+	Value string
+}
+
+// MembershipHistory lists a user's membership events in a room in stream order.
+func (c Conn) MembershipHistory(ctx context.Context, roomID, userID string) ([]PosValue, error) {
+	return collect(ctx, c, `SELECT stream_pos, COALESCE(membership, '') FROM events
+		WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2 AND stream_pos IS NOT NULL AND NOT rejected
+		ORDER BY stream_pos`, []any{roomID, userID}, scanPosValue)
+}
+
+// StateHistory lists the client JSON of a state key's events in a room in stream order.
+func (c Conn) StateHistory(ctx context.Context, roomID, typ, stateKey string) ([]PosValue, error) {
+	return collect(ctx, c, `SELECT stream_pos, client_json FROM events
+		WHERE room_id = $1 AND type = $2 AND state_key = $3 AND stream_pos IS NOT NULL AND NOT rejected
+		ORDER BY stream_pos`, []any{roomID, typ, stateKey}, scanPosValue)
+}
+
+func scanPosValue(r *sql.Rows) (PosValue, error) {
+	var p PosValue
+	return p, r.Scan(&p.Pos, &p.Value)
+}
+
+// RelatedEvents lists timeline events relating to any of ids with one of relTypes.
+func (c Conn) RelatedEvents(ctx context.Context, ids []string, relTypes ...string) ([]Event, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, len(ids)+len(relTypes))
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	for _, t := range relTypes {
+		args = append(args, t)
+	}
+	return collect(ctx, c, `SELECT `+eventColumns+` FROM events WHERE relates_to IN (`+placeholders(1, len(ids))+`)
+		AND rel_type IN (`+placeholders(len(ids)+1, len(relTypes))+`) AND stream_pos IS NOT NULL AND NOT rejected
+		ORDER BY depth, stream_pos`, args, scanEventRows)
+}
+
+// Relations pages through the events relating to one event, optionally of one rel_type and event
+// type, by stream position (backward: newest first).
+func (c Conn) Relations(ctx context.Context, roomID, eventID, relType, eventType string, from int64, backward bool, limit int) ([]Event, error) {
+	q := `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND relates_to = $2 AND stream_pos IS NOT NULL AND NOT rejected
+		AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND `
+	if backward {
+		q += `stream_pos < $5 ORDER BY stream_pos DESC LIMIT $6`
+	} else {
+		q += `stream_pos > $5 ORDER BY stream_pos LIMIT $6`
+	}
+	return collect(ctx, c, q, []any{roomID, eventID, relType, eventType, from, limit}, scanEventRows)
+}
