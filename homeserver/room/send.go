@@ -98,8 +98,7 @@ func (t *txn) applyRedaction(rs *roomState, redaction *event.PDU, targetID strin
 	if err != nil {
 		return err
 	}
-	unsigned := mustJSON(map[string]json.RawMessage{"redacted_because": redaction.ClientJSON(nil)})
-	return t.c.SetRedactedBy(t.ctx, targetID, redaction.EventID, red.Raw, red.ClientJSON(unsigned))
+	return t.c.SetRedactedBy(t.ctx, targetID, redaction.EventID, red.Raw, red.ClientJSON(nil))
 }
 
 // appendOne appends one event, honouring the transaction ID.
