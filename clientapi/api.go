@@ -13,6 +13,7 @@ import (
 
 	"github.com/hearthmx/homeserver/homeserver/account"
 	"github.com/hearthmx/homeserver/homeserver/config"
+	"github.com/hearthmx/homeserver/homeserver/room"
 	"github.com/hearthmx/homeserver/homeserver/spec"
 )
 
@@ -20,6 +21,7 @@ import (
 type API struct {
 	cfg            *config.Config
 	accounts       *account.Service
+	rooms          *room.Service
 	log            *slog.Logger
 	metrics        *metrics
 	perIP, perUser *limiter
@@ -28,10 +30,11 @@ type API struct {
 }
 
 // New builds the client API. reg receives the HTTP metrics (nil for none).
-func New(cfg *config.Config, accounts *account.Service, log *slog.Logger, reg prometheus.Registerer) *API {
+func New(cfg *config.Config, accounts *account.Service, rooms *room.Service, log *slog.Logger, reg prometheus.Registerer) *API {
 	return &API{
 		cfg:            cfg,
 		accounts:       accounts,
+		rooms:          rooms,
 		log:            log,
 		metrics:        newMetrics(reg),
 		perIP:          newLimiter(cfg.RateLimits.PerIP),
@@ -89,6 +92,7 @@ func (a *API) Routes(r chi.Router) {
 			a.routesAccountData(r)
 			a.routesFilter(r)
 			a.routesOpenID(r)
+			a.routesRooms(r)
 		})
 	}
 	r.Route("/_matrix/client/v3", client)

@@ -24,6 +24,8 @@ import (
 	"github.com/hearthmx/homeserver/homeserver/account"
 	"github.com/hearthmx/homeserver/homeserver/bus"
 	"github.com/hearthmx/homeserver/homeserver/config"
+	"github.com/hearthmx/homeserver/homeserver/event"
+	"github.com/hearthmx/homeserver/homeserver/room"
 	"github.com/hearthmx/homeserver/homeserver/signing"
 	"github.com/hearthmx/homeserver/homeserver/storage"
 )
@@ -39,6 +41,7 @@ type Server struct {
 	Bus      *bus.Bus
 	Key      signing.Key
 	Accounts *account.Service
+	Rooms    *room.Service
 	registry *prometheus.Registry
 	handler  http.Handler
 
@@ -85,9 +88,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		OpenIDLifetime:    cfg.Auth.OpenIDTokenLifetime.D(),
 	}, log)
 
+	defaultVersion, err := event.LookupVersion(cfg.RoomVersions.Default)
+	if err != nil {
+		return nil, err
+	}
+	s.Rooms = room.New(s.Store, s.Bus, room.Options{ServerName: cfg.ServerName, Key: key, DefaultVersion: defaultVersion}, log)
+
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r := chi.NewRouter()
-	api := clientapi.New(cfg, s.Accounts, log, s.registry)
+	api := clientapi.New(cfg, s.Accounts, s.Rooms, log, s.registry)
 	api.Wrap(r)
 	api.Routes(r)
 	federation.New(s.Accounts, Version).Routes(r)
@@ -202,8 +211,11 @@ func (s *Server) housekeeping(ctx context.Context) {
 	}
 }
 
-// Close releases the bus and the database.
+// Close stops the room writer and releases the bus and the database.
 func (s *Server) Close() {
+	if s.Rooms != nil {
+		s.Rooms.Close()
+	}
 	if s.Bus != nil {
 		s.Bus.Close()
 	}

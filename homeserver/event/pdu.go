@@ -28,7 +28,8 @@ type PDU struct {
 	// Version is the room version the event was parsed or built for.
 	Version Version `json:"-"`
 	// Raw is the event's JSON as received or created (with hashes and signatures), in canonical
-	// form when the PDU comes from Parse or Build; Content and Unsigned point into it.
+	// form when the PDU comes from Parse or Build; Content and Unsigned point into it. Treat it
+	// as read-only.
 	Raw json.RawMessage `json:"-"`
 
 	// canonical records that Raw is canonical JSON (set by Parse and Build), so hashing and

@@ -18,15 +18,19 @@ const (
 
 // memberContent is the part of m.room.member content the auth rules read.
 type memberContent struct {
-	Membership        *string         `json:"membership"`
+	Membership        *string         `json:"-"`
+	RawMembership     json.RawMessage `json:"membership"`
 	ThirdPartyInvite  json.RawMessage `json:"third_party_invite"`
 	JoinAuthorisedVia json.RawMessage `json:"join_authorised_via_users_server"`
 }
 
 func parseMemberContent(raw json.RawMessage) memberContent {
 	var mc memberContent
-	// A membership of the wrong type leaves the field nil; other fields keep what decoded.
 	_ = json.Unmarshal(raw, &mc)
+	var m string
+	if mc.RawMembership != nil && json.Unmarshal(mc.RawMembership, &m) == nil && string(mc.RawMembership) != "null" {
+		mc.Membership = &m
+	}
 	return mc
 }
 

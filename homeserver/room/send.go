@@ -154,3 +154,25 @@ func (s *Service) RoomVersion(ctx context.Context, roomID string) (event.Version
 	}
 	return event.LookupVersion(r.Version)
 }
+
+// CurrentMembership is a user's current membership in a room ("" if none).
+func (s *Service) CurrentMembership(ctx context.Context, roomID, userID string) (string, error) {
+	id, err := s.store.Read().CurrentStateEvent(ctx, roomID, TypeMember, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	e, err := s.store.Read().Event(ctx, id)
+	return e.Membership, err
+}
+
+// ResolveAlias maps a local alias to its room and creator; M_NOT_FOUND if unknown.
+func (s *Service) ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error) {
+	roomID, creator, err = s.store.Read().Alias(ctx, alias)
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", "", spec.ErrNotFound.With("Room alias not found")
+	}
+	return roomID, creator, err
+}

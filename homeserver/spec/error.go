@@ -79,6 +79,7 @@ var (
 	ErrGuestAccessForbidden   = &Error{Code: "M_GUEST_ACCESS_FORBIDDEN", Status: http.StatusForbidden, Message: "Guest access is not allowed"}
 	ErrInvalidParam           = &Error{Code: "M_INVALID_PARAM", Status: http.StatusBadRequest, Message: "Invalid parameter"}
 	ErrKeyTooLarge            = &Error{Code: "M_KEY_TOO_LARGE", Status: http.StatusBadRequest, Message: "Key too large"}
+	ErrInvalidRoomState       = &Error{Code: "M_INVALID_ROOM_STATE", Status: http.StatusBadRequest, Message: "Invalid initial room state"}
 	ErrInvalidUsername        = &Error{Code: "M_INVALID_USERNAME", Status: http.StatusBadRequest, Message: "Invalid username"}
 	ErrLimitExceeded          = &Error{Code: "M_LIMIT_EXCEEDED", Status: http.StatusTooManyRequests, Message: "Too many requests"}
 	ErrMissingParam           = &Error{Code: "M_MISSING_PARAM", Status: http.StatusBadRequest, Message: "Missing parameter"}

@@ -134,7 +134,7 @@ func (s *resolution) fullConflictedSet(states []StateMap, unconflicted StateMap,
 
 	// v2.1: the conflicted state subgraph, every event on an auth_events path from one
 	// conflicted event to another.
-	if false && s.v.StateResV21() {
+	if s.v.StateResV21() {
 		sub, err := s.conflictedSubgraph(conflictedIDs, union)
 		if err != nil {
 			return nil, err
