@@ -93,12 +93,18 @@ func (a *API) Routes(r chi.Router) {
 			a.routesFilter(r)
 			a.routesOpenID(r)
 			a.routesRooms(r)
+			a.routesDirectory(r)
 		})
 	}
 	r.Route("/_matrix/client/v3", client)
 	r.Route("/_matrix/client/r0", client)
 	r.Route("/_matrix/client/v1", func(r chi.Router) {
 		r.With(a.rateLimited).Get("/register/m.login.registration_token/validity", h(a.registrationTokenValidity))
+		r.Group(func(r chi.Router) {
+			r.Use(a.requireAuth)
+			a.routesRelations(r)
+			a.routesDirectoryV1(r)
+		})
 	})
 	r.Route("/_synapse/admin/v1", a.routesAdmin)
 }
