@@ -46,7 +46,7 @@ func (a *API) messages(r *http.Request) (any, error) {
 	q := r.URL.Query()
 	dir := q.Get("dir")
 	if dir != "b" && dir != "f" {
-		return nil, spec.ErrInvalidParam.With("dir must be b or f")
+		return nil, errInvalidDir
 	}
 	limit, err := queryLimit(r, 10, 1000)
 	if err != nil {
@@ -158,3 +158,8 @@ func (a *API) joinedMembers(r *http.Request) (any, error) {
 	}
 	return map[string]any{"joined": m}, nil
 }
+
+var (
+	errInvalidDir     = spec.ErrInvalidParam.With("dir must be b or f")
+	errInvalidInclude = spec.ErrInvalidParam.With("include must be all or participated")
+)

@@ -3,7 +3,12 @@ package room
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"math"
+	"strconv"
+	"strings"
 
+	"github.com/hearthmx/homeserver/homeserver/spec"
 	"github.com/hearthmx/homeserver/homeserver/storage"
 )
 
@@ -106,4 +111,141 @@ func (s *Service) bundledRelations(ctx context.Context, c storage.Conn, r Reader
 		}
 	}
 	return out, nil
+}
+
+// RelationsPage is a page of /relations or /threads.
+type RelationsPage struct {
+	Chunk     []json.RawMessage
+	NextBatch string
+	PrevBatch string
+}
+
+// Relations is GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]:
+// the visible events relating to a visible parent, by stream position ("from" tokens are
+// positions, as sync gives).
+func (s *Service) Relations(ctx context.Context, r Reader, roomID, eventID, relType, eventType, from string, backward bool, limit int) (RelationsPage, error) {
+	c := s.store.Read()
+	v, err := s.readable(ctx, c, roomID, r.UserID)
+	if err != nil {
+		return RelationsPage{}, err
+	}
+	parent, err := c.Event(ctx, eventID)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && (parent.RoomID != roomID || !v.canSee(&parent)) {
+		return RelationsPage{}, spec.ErrNotFound.With("Event not found")
+	}
+	if err != nil {
+		return RelationsPage{}, err
+	}
+	pos := int64(math.MaxInt64)
+	if !backward {
+		pos = 0
+	}
+	if from != "" {
+		if pos, err = parseStreamToken(from); err != nil {
+			return RelationsPage{}, err
+		}
+	}
+	page := RelationsPage{}
+	var picked []storage.Event
+	exhausted := false
+	for scanned := 0; len(picked) < limit && scanned < maxScan && !exhausted; {
+		want := limit + 1
+		batch, err := c.Relations(ctx, roomID, eventID, relType, eventType, pos, backward, want)
+		if err != nil {
+			return RelationsPage{}, err
+		}
+		consumed := 0
+		for i := range batch {
+			consumed++
+			scanned++
+			pos = batch[i].StreamPos
+			if v.canSee(&batch[i]) {
+				picked = append(picked, batch[i])
+				if len(picked) == limit {
+					break
+				}
+			}
+		}
+		exhausted = len(batch) < want && consumed == len(batch)
+	}
+	if !exhausted {
+		page.NextBatch = streamToken(pos)
+	}
+	if from != "" {
+		page.PrevBatch = from
+	}
+	page.Chunk, err = s.clientEvents(ctx, c, r, picked)
+	return page, err
+}
+
+// Threads is GET /_matrix/client/v1/rooms/{roomId}/threads: thread roots by latest activity with
+// their bundled thread summaries. participated limits it to threads the reader started or replied
+// to.
+func (s *Service) Threads(ctx context.Context, r Reader, roomID string, participated bool, from string, limit int) (RelationsPage, error) {
+	c := s.store.Read()
+	v, err := s.readable(ctx, c, roomID, r.UserID)
+	if err != nil {
+		return RelationsPage{}, err
+	}
+	var before int64
+	if from != "" {
+		if before, err = parseStreamToken(from); err != nil {
+			return RelationsPage{}, err
+		}
+	}
+	participant := ""
+	if participated {
+		participant = r.UserID
+	}
+	var picked []storage.Event
+	page := RelationsPage{}
+	exhausted := false
+	for scanned := 0; len(picked) < limit && scanned < maxScan && !exhausted; {
+		want := limit + 1
+		roots, err := c.ThreadRoots(ctx, roomID, participant, before, want)
+		if err != nil {
+			return RelationsPage{}, err
+		}
+		ids := make([]string, len(roots))
+		for i, t := range roots {
+			ids[i] = t.EventID
+		}
+		evs, err := c.Events(ctx, ids)
+		if err != nil {
+			return RelationsPage{}, err
+		}
+		byID := make(map[string]storage.Event, len(evs))
+		for _, e := range evs {
+			byID[e.EventID] = e
+		}
+		consumed := 0
+		for _, t := range roots {
+			consumed++
+			scanned++
+			before = t.LatestPos
+			if e, ok := byID[t.EventID]; ok && v.canSee(&e) {
+				picked = append(picked, e)
+				if len(picked) == limit {
+					break
+				}
+			}
+		}
+		exhausted = len(roots) < want && consumed == len(roots)
+	}
+	if !exhausted {
+		page.NextBatch = streamToken(before)
+	}
+	page.Chunk, err = s.clientEvents(ctx, c, r, picked)
+	return page, err
+}
+
+func streamToken(pos int64) string { return "s" + strconv.FormatInt(pos, 10) }
+
+func parseStreamToken(tok string) (int64, error) {
+	if strings.HasPrefix(tok, "s") {
+		if n, err := strconv.ParseInt(tok[1:], 10, 64); err == nil && n >= 0 {
+			return n, nil
+		}
+	}
+	return 0, spec.ErrInvalidParam.Withf("Invalid pagination token %q", tok)
 }

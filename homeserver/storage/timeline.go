@@ -100,3 +100,27 @@ func (c Conn) Relations(ctx context.Context, roomID, eventID, relType, eventType
 	}
 	return collect(ctx, c, q, []any{roomID, eventID, relType, eventType, from, limit}, scanEventRows)
 }
+
+// ThreadRoot is a thread root with the stream position of its latest reply.
+type ThreadRoot struct {
+	EventID   string
+	LatestPos int64
+}
+
+// ThreadRoots lists a room's thread roots by latest reply, newest first, with a latest reply below
+// before (0 for no bound). With participant set, only threads the user started or replied to.
+func (c Conn) ThreadRoots(ctx context.Context, roomID, participant string, before int64, limit int) ([]ThreadRoot, error) {
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	return collect(ctx, c, `SELECT t.relates_to, MAX(t.stream_pos) AS latest FROM events t
+		JOIN events root ON root.event_id = t.relates_to AND root.room_id = t.room_id
+		WHERE t.room_id = $1 AND t.rel_type = 'm.thread' AND t.stream_pos IS NOT NULL AND NOT t.rejected
+		GROUP BY t.relates_to, root.sender
+		HAVING MAX(t.stream_pos) < $2 AND ($3 = '' OR root.sender = $3 OR SUM(CASE WHEN t.sender = $3 THEN 1 ELSE 0 END) > 0)
+		ORDER BY latest DESC LIMIT $4`, []any{roomID, before, participant, limit},
+		func(r *sql.Rows) (ThreadRoot, error) {
+			var t ThreadRoot
+			return t, r.Scan(&t.EventID, &t.LatestPos)
+		})
+}
