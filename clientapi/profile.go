@@ -44,10 +44,26 @@ func (a *API) putProfileField(r *http.Request) (any, error) {
 		return nil, err
 	}
 	key := pathParam(r, "keyName")
-	return empty, a.accounts.SetProfileField(r.Context(), callerOf(r), pathParam(r, "userId"), key, body[key])
+	if err := a.accounts.SetProfileField(r.Context(), callerOf(r), pathParam(r, "userId"), key, body[key]); err != nil {
+		return nil, err
+	}
+	return empty, a.propagateProfile(r, key)
+}
+
+// propagateProfile updates the caller's member events after a displayname or avatar change.
+func (a *API) propagateProfile(r *http.Request, key string) error {
+	if key != "displayname" && key != "avatar_url" {
+		return nil
+	}
+	c := callerOf(r)
+	return a.rooms.UpdateProfile(r.Context(), a.sender(r, ""), a.memberProfile(r, string(c.UserID)))
 }
 
 // deleteProfileField is DELETE /_matrix/client/v3/profile/{userId}/{keyName}.
 func (a *API) deleteProfileField(r *http.Request) (any, error) {
-	return empty, a.accounts.DeleteProfileField(r.Context(), callerOf(r), pathParam(r, "userId"), pathParam(r, "keyName"))
+	key := pathParam(r, "keyName")
+	if err := a.accounts.DeleteProfileField(r.Context(), callerOf(r), pathParam(r, "userId"), key); err != nil {
+		return nil, err
+	}
+	return empty, a.propagateProfile(r, key)
 }

@@ -118,3 +118,44 @@ func TestRelationsAndThreads(t *testing.T) {
 		expect(t, s.Do(t, "GET", base+"?dir=x", bob.AccessToken, nil), 400, "M_INVALID_PARAM")
 	})
 }
+
+// TestSendRules covers the per-path scope of transaction IDs, the redact power rule, duplicate
+// annotations and threads rooted at relations.
+func TestSendRules(t *testing.T) {
+	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
+		alice := s.Register(t, "alice", "alice password")
+		bob := s.Register(t, "bob", "bob password")
+		r1 := createRoom(t, s, alice, map[string]any{"preset": "public_chat"})
+		r2 := createRoom(t, s, alice, map[string]any{"preset": "public_chat"})
+		s.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(r1), bob.AccessToken, map[string]any{})
+		a := send(t, s, alice, r1, "t1", map[string]any{"body": "one"})
+		if b := send(t, s, alice, r2, "t1", map[string]any{"body": "two"}); b == a {
+			t.Fatal("the same txn ID in another room returned the first room's event")
+		}
+		res := s.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(r1)+"/send/m.other/t1", alice.AccessToken, map[string]any{"body": "x"})
+		if res.Str("event_id") == a || res.Status != 200 {
+			t.Fatalf("the same txn ID for another event type: %s", res.Raw)
+		}
+		if again := send(t, s, alice, r1, "t1", map[string]any{"body": "one"}); again != a {
+			t.Fatalf("retry: %s != %s", again, a)
+		}
+		// bob (power 0) may not redact alice's message; he may redact his own.
+		expect(t, s.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(r1)+"/redact/"+url.PathEscape(a)+"/x", bob.AccessToken, map[string]any{}), 403, "M_FORBIDDEN")
+		res = s.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(r1)+"/event/"+url.PathEscape(a), alice.AccessToken, nil)
+		if c, _ := res.JSON["content"].(map[string]any); c["body"] != "one" {
+			t.Fatalf("refused redaction changed the event: %s", res.Raw)
+		}
+		own := send(t, s, bob, r1, "b1", map[string]any{"body": "mine"})
+		expect(t, s.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(r1)+"/redact/"+url.PathEscape(own)+"/x", bob.AccessToken, map[string]any{}), 200, "")
+		// Duplicate annotation.
+		react := map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": a, "key": "👍"}}
+		expect(t, s.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(r1)+"/send/m.reaction/r1", bob.AccessToken, react), 200, "")
+		expect(t, s.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(r1)+"/send/m.reaction/r2", bob.AccessToken, react), 400, "M_DUPLICATE_ANNOTATION")
+		expect(t, s.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(r1)+"/send/m.reaction/r3", alice.AccessToken, react), 200, "")
+		// A thread rooted at an edit is refused.
+		edit := send(t, s, alice, r1, "e1", map[string]any{"body": "* one", "m.new_content": map[string]any{"body": "one!"},
+			"m.relates_to": map[string]any{"rel_type": "m.replace", "event_id": a}})
+		expect(t, s.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(r1)+"/send/m.room.message/th", bob.AccessToken,
+			map[string]any{"body": "x", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": edit}}), 400, "M_UNKNOWN")
+	})
+}

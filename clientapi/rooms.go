@@ -181,8 +181,7 @@ func (a *API) join(r *http.Request, roomID string) (any, error) {
 		return nil, err
 	}
 	c := callerOf(r)
-	_, err := a.rooms.Membership(r.Context(), roomID, a.sender(r, ""), string(c.UserID), room.MembershipJoin, req.Reason,
-		a.memberProfile(r, string(c.UserID)), false)
+	_, err := a.rooms.Join(r.Context(), roomID, a.sender(r, ""), a.memberProfile(r, string(c.UserID)), req.Reason)
 	if errors.Is(err, spec.ErrNotFound) {
 		// Joining rooms on other servers needs federation (a later issue).
 		return nil, spec.ErrNotFound.With("No known room with that ID on this server")

@@ -15,7 +15,9 @@ const maxPrevEvents = 10
 
 // appendOpts are the extras of one appended event.
 type appendOpts struct {
-	txnLocalpart, txnDevice, txnID string // idempotency record, committed with the event
+	// Idempotency record committed with the event: txnKey scopes the client's txnID to the request
+	// path (room, event type); txnID is what the sending device sees in unsigned.transaction_id.
+	txnLocalpart, txnDevice, txnKey, txnID string
 }
 
 // append builds the next event of the room from proto (room ID, prev events, depth, auth events
@@ -102,8 +104,8 @@ func (t *txn) persist(rs *roomState, pdu *event.PDU, o appendOpts) error {
 	if err := c.SetForwardExtremities(ctx, rs.roomID, []string{pdu.EventID}); err != nil {
 		return err
 	}
-	if o.txnID != "" {
-		if err := c.InsertTransaction(ctx, o.txnLocalpart, o.txnDevice, o.txnID, pdu.EventID, pdu.OriginServerTS); err != nil {
+	if o.txnKey != "" {
+		if err := c.InsertTransaction(ctx, o.txnLocalpart, o.txnDevice, o.txnKey, pdu.EventID, pdu.OriginServerTS); err != nil {
 			return err
 		}
 	}

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/hearthmx/homeserver/homeserver/event"
 	"github.com/hearthmx/homeserver/homeserver/spec"
 	"github.com/hearthmx/homeserver/homeserver/storage"
 )
@@ -248,4 +250,36 @@ func parseStreamToken(tok string) (int64, error) {
 		}
 	}
 	return 0, spec.ErrInvalidParam.Withf("Invalid pagination token %q", tok)
+}
+
+// checkRelation applies the server-side rules for relations a client sends: no duplicate
+// annotation by the same user (M_DUPLICATE_ANNOTATION), and no thread rooted at an event that is
+// itself a relation (400 M_UNKNOWN, as the spec asks until a code exists).
+func (t *txn) checkRelation(rs *roomState, proto event.Proto) error {
+	rel := relationOf(proto.Content)
+	if rel.EventID == "" {
+		return nil
+	}
+	switch rel.RelType {
+	case "m.annotation":
+		dup, err := t.c.HasAnnotation(t.ctx, rs.roomID, rel.EventID, proto.Sender, proto.Type, rel.Key)
+		if err != nil {
+			return err
+		}
+		if dup {
+			return spec.ErrDuplicateAnnotation
+		}
+	case RelThread:
+		parent, err := t.c.Event(t.ctx, rel.EventID)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if parent.RelatesTo != "" {
+			return spec.ErrUnknown.WithStatus(http.StatusBadRequest).With("Cannot start a thread from an event that has a relation")
+		}
+	}
+	return nil
 }

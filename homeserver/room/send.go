@@ -22,12 +22,12 @@ type Sender struct {
 // Send appends a message-like (non-state) event. A repeated (user, device, txnID) returns the
 // event of the first call: the mapping is committed with the event, so it survives a crash.
 func (s *Service) Send(ctx context.Context, roomID string, from Sender, typ string, content json.RawMessage) (string, error) {
-	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: typ, Content: content}, true)
+	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: typ, Content: content}, txnKey("send", roomID, typ))
 }
 
 // SetState appends a state event.
 func (s *Service) SetState(ctx context.Context, roomID string, from Sender, typ, stateKey string, content json.RawMessage) (string, error) {
-	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: typ, StateKey: &stateKey, Content: content}, from.TxnID != "")
+	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: typ, StateKey: &stateKey, Content: content}, "")
 }
 
 // Redact appends an m.room.redaction of target, and applies it to the stored event when the
@@ -39,8 +39,11 @@ func (s *Service) Redact(ctx context.Context, roomID string, from Sender, target
 	}
 	var id string
 	err := s.write(ctx, func(t *txn) error {
+		o := appendOpts{}
 		if from.TxnID != "" {
-			prev, err := t.c.TransactionEvent(t.ctx, from.Localpart, from.DeviceID, "redact:"+from.TxnID)
+			o = appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID,
+				txnKey: txnKey("redact", roomID, target, from.TxnID), txnID: from.TxnID}
+			prev, err := t.c.TransactionEvent(t.ctx, from.Localpart, from.DeviceID, o.txnKey)
 			if err == nil {
 				id = prev
 				return nil
@@ -52,8 +55,10 @@ func (s *Service) Redact(ctx context.Context, roomID string, from Sender, target
 		if err != nil {
 			return err
 		}
-		pdu, err := t.append(rs, event.Proto{Sender: from.UserID, Type: TypeRedaction, Content: mustJSON(content), Redacts: target},
-			appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID, txnID: prefixed("redact:", from.TxnID)})
+		if err := t.mayRedact(rs, from.UserID, target); err != nil {
+			return err
+		}
+		pdu, err := t.append(rs, event.Proto{Sender: from.UserID, Type: TypeRedaction, Content: mustJSON(content), Redacts: target}, o)
 		if err != nil {
 			return err
 		}
@@ -63,11 +68,27 @@ func (s *Service) Redact(ctx context.Context, roomID string, from Sender, target
 	return id, err
 }
 
-func prefixed(prefix, txn string) string {
-	if txn == "" {
-		return ""
+// mayRedact is the client-server rule for PUT /redact: users may redact their own events, and
+// need the room's redact power level for anyone else's.
+func (t *txn) mayRedact(rs *roomState, user, target string) error {
+	e, err := t.c.Event(t.ctx, target)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && e.RoomID != rs.roomID {
+		return spec.ErrNotFound.With("Event not found")
 	}
-	return prefix + txn
+	if err != nil {
+		return err
+	}
+	if e.Sender == user {
+		return nil
+	}
+	pl, err := NewPowerLevels(rs.version, rs.state[StateKeyTuple{TypeCreate, ""}], rs.state[StateKeyTuple{TypePowerLevels, ""}])
+	if err != nil {
+		return err
+	}
+	if pl.UserLevel(user) < pl.Redact {
+		return spec.ErrForbidden.With("You need the redact power level to redact other users' events")
+	}
+	return nil
 }
 
 // applyRedaction replaces the stored target with its redacted form when the redaction is allowed
@@ -101,12 +122,16 @@ func (t *txn) applyRedaction(rs *roomState, redaction *event.PDU, targetID strin
 	return t.c.SetRedactedBy(t.ctx, targetID, redaction.EventID, red.Raw, red.ClientJSON(nil))
 }
 
-// appendOne appends one event, honouring the transaction ID.
-func (s *Service) appendOne(ctx context.Context, roomID string, from Sender, proto event.Proto, useTxn bool) (string, error) {
+// appendOne appends one event. With a txnScope and a transaction ID, a repeat of the same
+// (user, device, scope, txnID) returns the first event: the spec makes a transaction ID unique per
+// device and request path, so the scope holds the path's room and event type.
+func (s *Service) appendOne(ctx context.Context, roomID string, from Sender, proto event.Proto, txnScope string) (string, error) {
 	var id string
 	err := s.write(ctx, func(t *txn) error {
-		if useTxn && from.TxnID != "" {
-			prev, err := t.c.TransactionEvent(t.ctx, from.Localpart, from.DeviceID, from.TxnID)
+		o := appendOpts{}
+		if txnScope != "" && from.TxnID != "" {
+			o = appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID, txnKey: txnKey(txnScope, from.TxnID), txnID: from.TxnID}
+			prev, err := t.c.TransactionEvent(t.ctx, from.Localpart, from.DeviceID, o.txnKey)
 			if err == nil {
 				id = prev
 				return nil
@@ -118,9 +143,8 @@ func (s *Service) appendOne(ctx context.Context, roomID string, from Sender, pro
 		if err != nil {
 			return err
 		}
-		o := appendOpts{}
-		if useTxn {
-			o = appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID, txnID: from.TxnID}
+		if err := t.checkRelation(rs, proto); err != nil {
+			return err
 		}
 		pdu, err := t.append(rs, proto, o)
 		if err != nil {
@@ -140,7 +164,7 @@ func (s *Service) Membership(ctx context.Context, roomID string, from Sender, ta
 	if reason != "" {
 		content["reason"] = reason
 	}
-	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: TypeMember, StateKey: &target, Content: mustJSON(content)}, false)
+	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: TypeMember, StateKey: &target, Content: mustJSON(content)}, "")
 }
 
 // RoomVersion returns the version of a room this server knows.
@@ -176,3 +200,7 @@ func (s *Service) ResolveAlias(ctx context.Context, alias string) (roomID, creat
 	}
 	return roomID, creator, err
 }
+
+// txnKey joins the parts of a transaction's scope unambiguously (a JSON array; no NUL bytes, which
+// PostgreSQL text cannot hold).
+func txnKey(parts ...string) string { return string(mustJSON(parts)) }

@@ -74,6 +74,7 @@ func (e *Error) MarshalJSON() ([]byte, error) {
 var (
 	ErrBadJSON                = &Error{Code: "M_BAD_JSON", Status: http.StatusBadRequest, Message: "Malformed request"}
 	ErrBadState               = &Error{Code: "M_BAD_STATE", Status: http.StatusBadRequest, Message: "Bad state"}
+	ErrDuplicateAnnotation    = &Error{Code: "M_DUPLICATE_ANNOTATION", Status: http.StatusBadRequest, Message: "You already sent this annotation"}
 	ErrExclusive              = &Error{Code: "M_EXCLUSIVE", Status: http.StatusBadRequest, Message: "Reserved by an application service"}
 	ErrForbidden              = &Error{Code: "M_FORBIDDEN", Status: http.StatusForbidden, Message: "Forbidden"}
 	ErrGuestAccessForbidden   = &Error{Code: "M_GUEST_ACCESS_FORBIDDEN", Status: http.StatusForbidden, Message: "Guest access is not allowed"}

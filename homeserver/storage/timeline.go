@@ -124,3 +124,12 @@ func (c Conn) ThreadRoots(ctx context.Context, roomID, participant string, befor
 			return t, r.Scan(&t.EventID, &t.LatestPos)
 		})
 }
+
+// HasAnnotation reports whether sender already annotated target with key (and event type), not
+// counting redacted annotations.
+func (c Conn) HasAnnotation(ctx context.Context, roomID, target, sender, typ, key string) (bool, error) {
+	var n int
+	err := c.scanOne(ctx, `SELECT COUNT(*) FROM events WHERE room_id = $1 AND relates_to = $2 AND rel_type = 'm.annotation'
+		AND sender = $3 AND type = $4 AND rel_key = $5 AND redacted_by = ''`, []any{roomID, target, sender, typ, key}, &n)
+	return n > 0, err
+}
