@@ -72,6 +72,7 @@ func (a *API) Routes(r chi.Router) {
 		r.With(a.rateLimited).Get("/register/available", h(a.registerAvailable))
 		r.With(a.rateLimited).Post("/refresh", h(a.refresh))
 		a.routesProfilePublic(r)
+		a.routesDirectoryPublic(r)
 
 		// Authenticated.
 		r.Group(func(r chi.Router) {

@@ -1,9 +1,314 @@
 package clientapi
 
-import "github.com/go-chi/chi/v5"
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/hearthmx/homeserver/homeserver/room"
+	"github.com/hearthmx/homeserver/homeserver/spec"
+)
 
 // routesDirectory mounts the room directory, aliases, upgrades, forget and knock (v3).
-func (a *API) routesDirectory(r chi.Router) {}
+// routesDirectoryPublic mounts the directory reads the spec lets anyone make without logging in.
+func (a *API) routesDirectoryPublic(r chi.Router) {
+	h := func(fn handler) http.HandlerFunc { return serve(a.log, fn) }
+	r.Get("/directory/room/{roomAlias}", h(a.getAlias))
+	r.Get("/directory/list/room/{roomId}", h(a.getDirectoryVisibility))
+	r.Get("/publicRooms", h(a.publicRoomsGet))
+}
+
+func (a *API) routesDirectory(r chi.Router) {
+	h := func(fn handler) http.HandlerFunc { return serve(a.log, fn) }
+	r.Put("/directory/room/{roomAlias}", h(a.putAlias))
+	r.Delete("/directory/room/{roomAlias}", h(a.deleteAlias))
+	r.Get("/rooms/{roomId}/aliases", h(a.roomAliases))
+	r.Put("/directory/list/room/{roomId}", h(a.putDirectoryVisibility))
+	r.Post("/publicRooms", h(a.publicRoomsPost))
+	r.Post("/rooms/{roomId}/forget", h(a.forget))
+	r.With(a.rateLimited).Post("/knock/{roomIdOrAlias}", h(a.knock))
+	r.With(a.rateLimited).Post("/rooms/{roomId}/upgrade", h(a.upgradeRoom))
+}
 
 // routesDirectoryV1 mounts the v1 endpoints of the same area (/hierarchy, /timestamp_to_event).
-func (a *API) routesDirectoryV1(r chi.Router) {}
+func (a *API) routesDirectoryV1(r chi.Router) {
+	h := func(fn handler) http.HandlerFunc { return serve(a.log, fn) }
+	r.Get("/rooms/{roomId}/hierarchy", h(a.hierarchy))
+	r.Get("/rooms/{roomId}/timestamp_to_event", h(a.timestampToEvent))
+}
+
+// getAlias is GET /_matrix/client/v3/directory/room/{roomAlias}.
+func (a *API) getAlias(r *http.Request) (any, error) {
+	roomID, servers, err := a.rooms.LookupAlias(r.Context(), pathParam(r, "roomAlias"))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"room_id": roomID, "servers": servers}, nil
+}
+
+// putAlias is PUT /_matrix/client/v3/directory/room/{roomAlias}.
+func (a *API) putAlias(r *http.Request) (any, error) {
+	var req struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.RoomID == "" {
+		return nil, missing("room_id")
+	}
+	if !strings.HasPrefix(req.RoomID, "!") || len(req.RoomID) > 255 {
+		return nil, spec.ErrInvalidParam.Withf("Invalid room ID %q", req.RoomID)
+	}
+	c := callerOf(r)
+	if err := a.rooms.SetAlias(r.Context(), pathParam(r, "roomAlias"), req.RoomID, string(c.UserID), c.Admin); err != nil {
+		return nil, err
+	}
+	return empty, nil
+}
+
+// deleteAlias is DELETE /_matrix/client/v3/directory/room/{roomAlias}.
+func (a *API) deleteAlias(r *http.Request) (any, error) {
+	c := callerOf(r)
+	if err := a.rooms.DeleteAlias(r.Context(), pathParam(r, "roomAlias"), string(c.UserID), c.Admin); err != nil {
+		return nil, err
+	}
+	return empty, nil
+}
+
+// roomAliases is GET /_matrix/client/v3/rooms/{roomId}/aliases.
+func (a *API) roomAliases(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	c := callerOf(r)
+	aliases, err := a.rooms.RoomAliases(r.Context(), roomID, string(c.UserID), c.Admin)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"aliases": aliases}, nil
+}
+
+// getDirectoryVisibility is GET /_matrix/client/v3/directory/list/room/{roomId}.
+func (a *API) getDirectoryVisibility(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	vis, err := a.rooms.DirectoryVisibility(r.Context(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"visibility": vis}, nil
+}
+
+// putDirectoryVisibility is PUT /_matrix/client/v3/directory/list/room/{roomId}.
+func (a *API) putDirectoryVisibility(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	var req struct {
+		Visibility *string `json:"visibility"`
+	}
+	if err := decodeOptionalJSON(r, &req); err != nil {
+		return nil, err
+	}
+	vis := room.DirectoryPublic // the spec's default
+	if req.Visibility != nil {
+		vis = *req.Visibility
+	}
+	c := callerOf(r)
+	if err := a.rooms.SetDirectoryVisibility(r.Context(), roomID, string(c.UserID), c.Admin, vis); err != nil {
+		return nil, err
+	}
+	return empty, nil
+}
+
+// directoryServer checks the server parameter of /publicRooms: absent or this server. Other
+// servers' directories need federation (later issue).
+func (a *API) directoryServer(r *http.Request) error {
+	server := r.URL.Query().Get("server")
+	if server == "" || server == a.cfg.ServerName {
+		return nil
+	}
+	if spec.ValidServerName(server) != nil {
+		return spec.ErrInvalidParam.Withf("Invalid server name %q", server)
+	}
+	return spec.ErrNotFound.Withf("The room directory of %s cannot be fetched from this server yet", server)
+}
+
+// publicRoomsGet is GET /_matrix/client/v3/publicRooms.
+func (a *API) publicRoomsGet(r *http.Request) (any, error) {
+	if err := a.directoryServer(r); err != nil {
+		return nil, err
+	}
+	limit, err := queryLimit(r, 0, room.MaxPublicRoomsLimit)
+	if err != nil {
+		return nil, err
+	}
+	return a.rooms.PublicRooms(r.Context(), room.PublicRoomsRequest{Limit: limit, Since: r.URL.Query().Get("since")})
+}
+
+// publicRoomsPost is POST /_matrix/client/v3/publicRooms.
+func (a *API) publicRoomsPost(r *http.Request) (any, error) {
+	if err := a.directoryServer(r); err != nil {
+		return nil, err
+	}
+	var req struct {
+		Limit  *int   `json:"limit"`
+		Since  string `json:"since"`
+		Filter *struct {
+			GenericSearchTerm string    `json:"generic_search_term"`
+			RoomTypes         []*string `json:"room_types"`
+		} `json:"filter"`
+		IncludeAllNetworks   bool   `json:"include_all_networks"`
+		ThirdPartyInstanceID string `json:"third_party_instance_id"`
+	}
+	if err := decodeOptionalJSON(r, &req); err != nil {
+		return nil, err
+	}
+	q := room.PublicRoomsRequest{Since: req.Since, IncludeAllNetworks: req.IncludeAllNetworks, ThirdPartyInstanceID: req.ThirdPartyInstanceID}
+	if req.Limit != nil {
+		if *req.Limit < 0 {
+			return nil, spec.ErrInvalidParam.With("limit must be a non-negative integer")
+		}
+		q.Limit = *req.Limit
+	}
+	if req.Filter != nil {
+		q.SearchTerm, q.RoomTypes = req.Filter.GenericSearchTerm, req.Filter.RoomTypes
+	}
+	return a.rooms.PublicRooms(r.Context(), q)
+}
+
+// forget is POST /_matrix/client/v3/rooms/{roomId}/forget.
+func (a *API) forget(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.rooms.Forget(r.Context(), roomID, string(callerOf(r).UserID)); err != nil {
+		return nil, err
+	}
+	return empty, nil
+}
+
+// knock is POST /_matrix/client/v3/knock/{roomIdOrAlias}.
+func (a *API) knock(r *http.Request) (any, error) {
+	target := pathParam(r, "roomIdOrAlias")
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if err := decodeOptionalJSON(r, &req); err != nil {
+		return nil, err
+	}
+	roomID := target
+	switch {
+	case strings.HasPrefix(target, "#"):
+		id, _, err := a.rooms.LookupAlias(r.Context(), target)
+		if err != nil {
+			return nil, err
+		}
+		roomID = id
+	case !strings.HasPrefix(target, "!") || len(target) > 255:
+		return nil, spec.ErrInvalidParam.Withf("%q is neither a room ID nor an alias", target)
+	}
+	c := callerOf(r)
+	if err := a.rooms.Knock(r.Context(), roomID, a.sender(r, ""), req.Reason, a.memberProfile(r, string(c.UserID))); err != nil {
+		return nil, err
+	}
+	return map[string]string{"room_id": roomID}, nil
+}
+
+// upgradeRoom is POST /_matrix/client/v3/rooms/{roomId}/upgrade.
+func (a *API) upgradeRoom(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	var req struct {
+		NewVersion         *string  `json:"new_version"`
+		AdditionalCreators []string `json:"additional_creators"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.NewVersion == nil {
+		return nil, missing("new_version")
+	}
+	for _, u := range req.AdditionalCreators {
+		if _, err := spec.ParseUserID(u); err != nil {
+			return nil, spec.ErrInvalidParam.Withf("Invalid user ID %q in additional_creators", u)
+		}
+	}
+	c := callerOf(r)
+	newID, err := a.rooms.UpgradeRoom(r.Context(), room.UpgradeRequest{RoomID: roomID, NewVersion: *req.NewVersion,
+		AdditionalCreators: req.AdditionalCreators, User: string(c.UserID), Profile: a.memberProfile(r, string(c.UserID))})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"replacement_room": newID}, nil
+}
+
+// hierarchy is GET /_matrix/client/v1/rooms/{roomId}/hierarchy.
+func (a *API) hierarchy(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	req := room.HierarchyRequest{RoomID: roomID, User: string(callerOf(r).UserID), MaxDepth: -1, From: q.Get("from")}
+	switch q.Get("suggested_only") {
+	case "", "false":
+	case "true":
+		req.SuggestedOnly = true
+	default:
+		return nil, spec.ErrInvalidParam.With("suggested_only must be true or false")
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return nil, spec.ErrInvalidParam.With("limit must be an integer greater than zero")
+		}
+		req.Limit = n
+	}
+	if s := q.Get("max_depth"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return nil, spec.ErrInvalidParam.With("max_depth must be a non-negative integer")
+		}
+		req.MaxDepth = n
+	}
+	return a.rooms.Hierarchy(r.Context(), req)
+}
+
+// timestampToEvent is GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event.
+func (a *API) timestampToEvent(r *http.Request) (any, error) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	if q.Get("ts") == "" {
+		return nil, missing("ts")
+	}
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil || ts < 0 {
+		return nil, spec.ErrInvalidParam.With("ts must be a timestamp in milliseconds")
+	}
+	dir := q.Get("dir")
+	if dir == "" {
+		return nil, missing("dir")
+	}
+	if dir != "f" && dir != "b" {
+		return nil, spec.ErrInvalidParam.With("dir must be f or b")
+	}
+	id, originTS, err := a.rooms.TimestampToEvent(r.Context(), a.reader(r), roomID, ts, dir == "f")
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event_id": id, "origin_server_ts": originTS}, nil
+}

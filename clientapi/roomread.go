@@ -122,14 +122,8 @@ func (a *API) getStateEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	content, err := a.rooms.StateEvent(r.Context(), a.reader(r), roomID, pathParam(r, "eventType"), wildcardParam(r))
-	if err != nil {
-		return nil, err
-	}
-	if r.URL.Query().Get("format") == "event" {
-		return map[string]any{"content": content}, nil
-	}
-	return content, nil
+	return a.rooms.StateEvent(r.Context(), a.reader(r), roomID, pathParam(r, "eventType"), wildcardParam(r),
+		r.URL.Query().Get("format") == "event")
 }
 
 // members is GET /_matrix/client/v3/rooms/{roomId}/members.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"time"
@@ -102,6 +103,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	federation.New(s.Accounts, Version).Routes(r)
 	if cfg.Metrics.Enabled && cfg.Metrics.Listen == "" {
 		r.Handle(cfg.Metrics.Path, s.metricsHandler())
+		if cfg.Metrics.Pprof {
+			r.Handle("/debug/pprof/*", pprofHandler())
+		}
 	}
 	s.handler = r
 	return s, nil
@@ -155,6 +159,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.metrics != nil {
 		mux := http.NewServeMux()
 		mux.Handle(s.cfg.Metrics.Path, s.metricsHandler())
+		if s.cfg.Metrics.Pprof {
+			mux.Handle("/debug/pprof/", pprofHandler())
+		}
 		servers = append(servers, s.httpServer(mux))
 		listeners = append(listeners, s.metrics)
 		s.log.Info("metrics listening", "url", "http://"+s.MetricsAddr()+s.cfg.Metrics.Path)
@@ -253,4 +260,15 @@ func NewLogger(cfg config.Logging, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// pprofHandler serves net/http/pprof under /debug/pprof/.
+func pprofHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

@@ -74,6 +74,8 @@ type Metrics struct {
 	Path    string `yaml:"path"`
 	// Listen is a separate host:port for metrics; empty serves them on the client listener.
 	Listen string `yaml:"listen"`
+	// Pprof serves Go's profiler under /debug/pprof/ next to the metrics (keep it off public ports).
+	Pprof bool `yaml:"pprof"`
 }
 
 // Registration says who may create accounts.

@@ -67,11 +67,9 @@ func (t *txn) append(rs *roomState, proto event.Proto, o appendOpts) (*event.PDU
 // persist writes an authorised event and moves the room's state forward.
 func (t *txn) persist(rs *roomState, pdu *event.PDU, o appendOpts) error {
 	ctx, c := t.ctx, t.c
-	pos, err := c.NextPosition(ctx, storage.StreamEvents)
-	if err != nil {
-		return err
-	}
+	pos := t.pos.take()
 	group := rs.group
+	var err error
 	var membership string
 	if pdu.StateKey != nil {
 		k := StateKeyTuple{pdu.Type, *pdu.StateKey}
@@ -101,15 +99,13 @@ func (t *txn) persist(rs *roomState, pdu *event.PDU, o appendOpts) error {
 	}); err != nil {
 		return err
 	}
-	if err := c.SetForwardExtremities(ctx, rs.roomID, []string{pdu.EventID}); err != nil {
-		return err
-	}
 	if o.txnKey != "" {
 		if err := c.InsertTransaction(ctx, o.txnLocalpart, o.txnDevice, o.txnKey, pdu.EventID, pdu.OriginServerTS); err != nil {
 			return err
 		}
 	}
 	rs.extremities = []string{pdu.EventID}
+	rs.extremitiesDirty = true
 	rs.depth = pdu.Depth
 	rs.group = group
 	t.notices = append(t.notices, notice{RoomID: rs.roomID, Pos: pos})

@@ -79,6 +79,9 @@ func reject(rule, format string, args ...any) *AuthError {
 // depending on which check of "Checks performed on receipt of a PDU" is being made. It returns nil
 // if the event is allowed and an *AuthError naming the broken rule if not.
 //
+// authState must also return the room's m.room.create event, which from v12 is not among an
+// event's auth events (look it up by the room ID: "$" + room ID without its "!").
+//
 // verifyJoinAuthorisedVia checks that ev is validly signed by server (rule 4.2 of v8+, for
 // join_authorised_via_users_server). If nil, the rule only requires a signature from that server
 // to be present, for callers that have already verified every signature on the event.
@@ -96,23 +99,32 @@ type Checker struct {
 	verifyVia func(ev *event.PDU, server string) error
 	pl        map[string]*plContent
 	creators  map[string]*creatorInfo
+	members   map[string]string // event ID -> membership
+	joinRules map[string]string // event ID -> join rule
 }
 
 // NewChecker returns a Checker for room version v; verifyJoinAuthorisedVia is as for Allowed.
 func NewChecker(v event.Version, verifyJoinAuthorisedVia func(ev *event.PDU, server string) error) *Checker {
-	return &Checker{
-		v:         v,
-		n:         numberingFor(v),
-		verifyVia: verifyJoinAuthorisedVia,
-		pl:        map[string]*plContent{},
-		creators:  map[string]*creatorInfo{},
+	return &Checker{v: v, n: numberingOf(v), verifyVia: verifyJoinAuthorisedVia}
+}
+
+// cache stores a parsed value under an event ID (events without one are not cached).
+func cache[T any](m *map[string]T, id string, val T) {
+	if id == "" {
+		return
 	}
+	if *m == nil {
+		*m = map[string]T{}
+	}
+	(*m)[id] = val
 }
 
 // Version is the room version the checker applies.
 func (c *Checker) Version() event.Version { return c.v }
 
-// Allowed checks ev against authState; see the package-level Allowed.
+// Allowed checks ev against authState; see the package-level Allowed. The comments number the
+// rules as v6 to v11 do; v12 inserts rule 2, so its later rules are one higher (c.n has the
+// numbers each version uses).
 func (c *Checker) Allowed(ev *event.PDU, authState StateLookup) error {
 	n := c.n
 	// Rule 1: m.room.create.
@@ -147,11 +159,11 @@ func (c *Checker) Allowed(ev *event.PDU, authState StateLookup) error {
 	}
 
 	// Rule 5: the sender must be joined.
-	if m := membershipIn(authState, ev.Sender); m != MembershipJoin {
+	if m := c.membershipIn(authState, ev.Sender); m != MembershipJoin {
 		return reject(n.senderJoined, "sender %s is not joined to the room (membership %q)", ev.Sender, m)
 	}
 
-	pl := c.powerLevelsFrom(authState, create, ci)
+	pl := c.powerLevelsFrom(authState, ci)
 	senderLevel := pl.UserLevel(ev.Sender)
 
 	// Rule 6: m.room.third_party_invite.
@@ -252,6 +264,22 @@ type numbering struct {
 
 	// sub-rules of the power levels rule
 	plInts, plMaps, plUsers, plCreators, plNoPrevious, plTop, plEventsOld, plEventsNew, plUsersOld, plUsersNew string
+}
+
+// numberings are the numberings of the supported versions, worked out once.
+var numberings = func() map[event.Version]numbering {
+	m := make(map[event.Version]numbering, len(event.Versions))
+	for _, v := range event.Versions {
+		m[v] = numberingFor(v)
+	}
+	return m
+}()
+
+func numberingOf(v event.Version) numbering {
+	if n, ok := numberings[v]; ok {
+		return n
+	}
+	return numberingFor(v)
 }
 
 func numberingFor(v event.Version) numbering {

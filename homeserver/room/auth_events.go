@@ -68,7 +68,7 @@ func CheckAuthEvents(v event.Version, ev *event.PDU, authEvents []*event.PDU) er
 	if ev.Type == TypeCreate {
 		return nil
 	}
-	r := numberingFor(v).authEvents
+	r := numberingOf(v).authEvents
 	seen := make(map[StateKeyTuple]bool, len(authEvents))
 	for _, ae := range authEvents {
 		if ae == nil || ae.StateKey == nil {

@@ -46,9 +46,32 @@ func Membership(ev *event.PDU) string {
 	return ""
 }
 
-// membershipIn is user's current membership in state ("" if none).
-func membershipIn(state StateLookup, user string) string {
-	return Membership(state(TypeMember, user))
+// membershipIn is user's current membership in state ("" if none), cached by event ID.
+func (c *Checker) membershipIn(state StateLookup, user string) string {
+	ev := state(TypeMember, user)
+	if ev == nil {
+		return ""
+	}
+	if m, ok := c.members[ev.EventID]; ok && ev.EventID != "" {
+		return m
+	}
+	m := Membership(ev)
+	cache(&c.members, ev.EventID, m)
+	return m
+}
+
+// joinRuleIn is the join rule in state, cached by event ID.
+func (c *Checker) joinRuleIn(state StateLookup) string {
+	ev := state(TypeJoinRules, "")
+	if ev == nil || ev.EventID == "" {
+		return JoinRule(ev)
+	}
+	if r, ok := c.joinRules[ev.EventID]; ok {
+		return r
+	}
+	r := JoinRule(ev)
+	cache(&c.joinRules, ev.EventID, r)
+	return r
 }
 
 // checkMember is rule 4 (v12: 5).
@@ -79,11 +102,11 @@ func (c *Checker) checkMember(ev *event.PDU, state StateLookup, create *event.PD
 		}
 	}
 
-	pl := c.powerLevelsFrom(state, create, ci)
-	senderMembership := membershipIn(state, ev.Sender)
+	pl := c.powerLevelsFrom(state, ci)
+	senderMembership := c.membershipIn(state, ev.Sender)
 	targetMembership := senderMembership
 	if target != ev.Sender {
-		targetMembership = membershipIn(state, target)
+		targetMembership = c.membershipIn(state, target)
 	}
 	senderLevel := pl.UserLevel(ev.Sender)
 	targetLevel := pl.UserLevel(target)
@@ -152,7 +175,7 @@ func (c *Checker) checkMember(ev *event.PDU, state StateLookup, create *event.PD
 			break
 		}
 		r := n.mKnock
-		rule := JoinRule(state(TypeJoinRules, ""))
+		rule := c.joinRuleIn(state)
 		if rule != JoinRuleKnock && !(c.v.KnockRestricted() && rule == JoinRuleKnockRestricted) {
 			return reject(r+".1", "join rule %q does not allow knocking", rule)
 		}
@@ -189,7 +212,7 @@ func (c *Checker) checkJoin(ev *event.PDU, state StateLookup, create *event.PDU,
 	if membership == MembershipBan {
 		return reject(r+".3", "%s is banned", target)
 	}
-	rule := JoinRule(state(TypeJoinRules, ""))
+	rule := c.joinRuleIn(state)
 	switch {
 	case rule == JoinRuleInvite || (c.v.Knocking() && rule == JoinRuleKnock):
 		if membership == MembershipInvite || membership == MembershipJoin {
@@ -205,7 +228,7 @@ func (c *Checker) checkJoin(ev *event.PDU, state StateLookup, create *event.PDU,
 		if mc.JoinAuthorisedVia == nil || json.Unmarshal(mc.JoinAuthorisedVia, &via) != nil {
 			return reject(r+".5.2", "join rule is %q and the join has no join_authorised_via_users_server", rule)
 		}
-		if m := membershipIn(state, via); m != MembershipJoin {
+		if m := c.membershipIn(state, via); m != MembershipJoin {
 			return reject(r+".5.2", "join_authorised_via_users_server %s is not joined (membership %q)", via, m)
 		}
 		if l := pl.UserLevel(via); l < pl.Invite {

@@ -133,7 +133,9 @@ func ruleFor(v event.Version, want map[string]string) (string, bool) {
 // tpiKey signs third-party invite tokens in the tests.
 var tpiKey = ed25519.NewKeyFromSeed([]byte("0123456789abcdef0123456789abcdef"))
 
-func tpiPublicKey() string { return base64.RawStdEncoding.EncodeToString(tpiKey.Public().(ed25519.PublicKey)) }
+func tpiPublicKey() string {
+	return base64.RawStdEncoding.EncodeToString(tpiKey.Public().(ed25519.PublicKey))
+}
 
 // signedTPI is third_party_invite content for mxid with token, signed by tpiKey (or with a
 // garbage signature).
@@ -860,5 +862,59 @@ func TestJoinRuleAllow(t *testing.T) {
 	}
 	if got := JoinRuleAllow(jr); len(got) != 1 || got[0].RoomID != "!space:example.com" {
 		t.Errorf("JoinRuleAllow = %+v", got)
+	}
+}
+
+// TestReceiptChecks runs the first two auth checks on receipt of a PDU the way the receiving
+// pipeline does: the auth events chosen by the selection algorithm pass CheckAuthEvents, and the
+// event passes Allowed against them (plus, from v12, the create event found by the room ID).
+func TestReceiptChecks(t *testing.T) {
+	for _, v := range event.Versions {
+		r := newTestRoom(t, v, "")
+		ev := r.member(bob, charlie, `{"membership":"ban"}`)
+		var auth []*event.PDU
+		for _, k := range AuthEventsNeeded(v, ev) {
+			if a := r.state[k]; a != nil {
+				auth = append(auth, a)
+				ev.AuthEvents = append(ev.AuthEvents, a.EventID)
+			}
+		}
+		if err := CheckAuthEvents(v, ev, auth); err != nil {
+			t.Fatalf("v%s: CheckAuthEvents: %v", v, err)
+		}
+		authState := auth
+		if !v.CreateEventInAuthEvents() {
+			authState = append(authState, r.create)
+		}
+		if err := Allowed(v, ev, StateFromEvents(authState), nil); err != nil {
+			t.Fatalf("v%s: Allowed: %v", v, err)
+		}
+		// Without the create event there is nothing to authorise against.
+		var noCreate []*event.PDU
+		for _, a := range auth {
+			if a.Type != TypeCreate {
+				noCreate = append(noCreate, a)
+			}
+		}
+		var ae *AuthError
+		if err := Allowed(v, ev, StateFromEvents(noCreate), nil); !errors.As(err, &ae) {
+			t.Fatalf("v%s: allowed without a create event", v)
+		}
+	}
+}
+
+func TestAuthErrorWrapsCause(t *testing.T) {
+	r := newTestRoom(t, event.V10, "")
+	r.setJoinRule("restricted")
+	cause := errors.New("bad signature")
+	ev := r.member(gina, gina, `{"membership":"join","join_authorised_via_users_server":"@bob:example.com"}`)
+	err := Allowed(event.V10, ev, StateFromMap(r.state), func(_ *event.PDU, server string) error {
+		if server != "example.com" {
+			t.Errorf("asked to verify %s", server)
+		}
+		return cause
+	})
+	if !errors.Is(err, cause) || !strings.Contains(err.Error(), "auth rule 4.2.1") {
+		t.Fatalf("err = %v", err)
 	}
 }

@@ -102,7 +102,7 @@ func NewPowerLevels(v event.Version, create, powerLevels *event.PDU) (*PowerLeve
 }
 
 // powerLevelsFrom is NewPowerLevels over a state, with parsing cached by event ID.
-func (c *Checker) powerLevelsFrom(state StateLookup, create *event.PDU, ci *creatorInfo) *PowerLevels {
+func (c *Checker) powerLevelsFrom(state StateLookup, ci *creatorInfo) *PowerLevels {
 	return buildPowerLevels(c.plContentOf(state(TypePowerLevels, "")), ci)
 }
 
@@ -124,9 +124,7 @@ func (c *Checker) plContentOf(ev *event.PDU) *plContent {
 		return pc
 	}
 	pc, _ := parsePowerLevels(c.v, ev.Content)
-	if ev.EventID != "" {
-		c.pl[ev.EventID] = pc
-	}
+	cache(&c.pl, ev.EventID, pc)
 	return pc
 }
 
@@ -370,9 +368,7 @@ func (c *Checker) creatorInfo(create *event.PDU) *creatorInfo {
 		return ci
 	}
 	ci := newCreatorInfo(c.v, create)
-	if create.EventID != "" {
-		c.creators[create.EventID] = ci
-	}
+	cache(&c.creators, create.EventID, ci)
 	return ci
 }
 

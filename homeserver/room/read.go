@@ -192,6 +192,16 @@ func (s *Service) readable(ctx context.Context, c storage.Conn, roomID, userID s
 	if !v.everInRoom() && !v.worldReadableNow() {
 		return nil, spec.ErrForbidden.With("You are not a member of this room")
 	}
+	if v.current() != MembershipJoin && !v.worldReadableNow() {
+		// A user who forgot a room they left may no longer read it.
+		forgot, err := c.RoomForgotten(ctx, userID, roomID)
+		if err != nil {
+			return nil, err
+		}
+		if forgot {
+			return nil, spec.ErrForbidden.With("You forgot this room")
+		}
+	}
 	return v, nil
 }
 
@@ -346,8 +356,9 @@ func (s *Service) State(ctx context.Context, r Reader, roomID string) ([]json.Ra
 	return s.clientEvents(ctx, c, r, evs)
 }
 
-// StateEvent is GET /rooms/{roomId}/state/{type}/{stateKey}: the event's content.
-func (s *Service) StateEvent(ctx context.Context, r Reader, roomID, typ, stateKey string) (json.RawMessage, error) {
+// StateEvent is GET /rooms/{roomId}/state/{type}/{stateKey}: the event's content, or with full
+// (?format=event) the whole client event.
+func (s *Service) StateEvent(ctx context.Context, r Reader, roomID, typ, stateKey string, full bool) (json.RawMessage, error) {
 	c := s.store.Read()
 	st, err := s.stateFor(ctx, c, roomID, r.UserID)
 	if err != nil {
@@ -360,6 +371,13 @@ func (s *Service) StateEvent(ctx context.Context, r Reader, roomID, typ, stateKe
 	e, err := c.Event(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	if full {
+		out, err := s.clientEvents(ctx, c, r, []storage.Event{e})
+		if err != nil {
+			return nil, err
+		}
+		return out[0], nil
 	}
 	var ev struct {
 		Content json.RawMessage `json:"content"`

@@ -129,12 +129,20 @@ func (s *Service) runBatch(batch []*job) {
 	committed := map[string]*roomState{}
 	var notices []notice
 	err := s.store.Write(context.Background(), func(c storage.Conn) error {
+		// Positions: lock the events counter once for the whole batch, hand positions out in
+		// memory, and store the last one before commit. The lock is held until commit, so no
+		// other writer can commit a lower position after us.
+		pos, err := c.LockPosition(context.Background(), storage.StreamEvents)
+		if err != nil {
+			return err
+		}
+		alloc := &positions{next: pos}
 		for i, j := range batch {
 			if err := j.ctx.Err(); err != nil {
 				results[i] = err
 				continue
 			}
-			t := &txn{s: s, c: c, ctx: j.ctx, base: committed, rooms: map[string]*roomState{}}
+			t := &txn{s: s, c: c, ctx: j.ctx, base: committed, rooms: map[string]*roomState{}, pos: alloc}
 			if err := c.Savepoint(j.ctx); err != nil {
 				return err
 			}
@@ -152,6 +160,18 @@ func (s *Service) runBatch(batch []*job) {
 				committed[id] = rs
 			}
 			notices = append(notices, t.notices...)
+		}
+		// Forward extremities change once per room per batch, not once per event.
+		for id, rs := range committed {
+			if rs.extremitiesDirty {
+				if err := c.SetForwardExtremities(context.Background(), id, rs.extremities); err != nil {
+					return err
+				}
+				rs.extremitiesDirty = false
+			}
+		}
+		if alloc.next != pos {
+			return c.SetPosition(context.Background(), storage.StreamEvents, alloc.next)
 		}
 		return nil
 	})
@@ -172,6 +192,14 @@ func (s *Service) runBatch(batch []*job) {
 	for i, j := range batch {
 		j.done <- results[i]
 	}
+}
+
+// positions hands out stream positions within one batch transaction.
+type positions struct{ next int64 }
+
+func (p *positions) take() int64 {
+	p.next++
+	return p.next
 }
 
 func (s *Service) publish(ns []notice) {
@@ -200,6 +228,8 @@ type roomState struct {
 	extremities []string
 	depth       int64
 	group       int64 // state group of the current state
+	// extremitiesDirty says the extremities changed in this batch and must be written.
+	extremitiesDirty bool
 }
 
 func (rs *roomState) clone() *roomState {
@@ -222,6 +252,7 @@ type txn struct {
 	base    map[string]*roomState // committed earlier in this batch
 	rooms   map[string]*roomState // this job's working copies
 	notices []notice
+	pos     *positions // the batch's stream positions
 }
 
 // room returns this job's working copy of a room's state, loading it if needed.

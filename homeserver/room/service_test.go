@@ -95,15 +95,21 @@ func TestTxnIDIdempotent(t *testing.T) {
 		from := sender(alice)
 		from.TxnID = "txn1"
 		ids := make([]string, 10)
+		errs := make([]error, 10)
 		var wg sync.WaitGroup
 		for i := range ids {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ids[i], err = svc.Send(ctx, roomID, from, "m.room.message", json.RawMessage(fmt.Sprintf(`{"body":"%d"}`, i)))
+				ids[i], errs[i] = svc.Send(ctx, roomID, from, "m.room.message", json.RawMessage(fmt.Sprintf(`{"body":"%d"}`, i)))
 			}()
 		}
 		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
 		for _, id := range ids {
 			if id != ids[0] || id == "" {
 				t.Fatalf("txn ids gave different events: %v", ids)

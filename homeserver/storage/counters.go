@@ -26,3 +26,18 @@ func (c Conn) Position(ctx context.Context, stream string) (int64, error) {
 	}
 	return pos, err
 }
+
+// LockPosition locks a stream's counter row until the transaction ends and returns its current
+// position. Together with SetPosition it lets one transaction allocate many positions with two
+// statements; the lock keeps positions committing in order.
+func (c Conn) LockPosition(ctx context.Context, stream string) (int64, error) {
+	var pos int64
+	err := c.scanOne(ctx, `INSERT INTO stream_counters (name, pos) VALUES ($1, 0)
+		ON CONFLICT (name) DO UPDATE SET pos = stream_counters.pos RETURNING pos`, []any{stream}, &pos)
+	return pos, err
+}
+
+// SetPosition stores the last position allocated under LockPosition.
+func (c Conn) SetPosition(ctx context.Context, stream string, pos int64) error {
+	return c.execOne(ctx, `UPDATE stream_counters SET pos = $2 WHERE name = $1`, stream, pos)
+}

@@ -41,7 +41,7 @@ func scanDevice(r interface{ Scan(...any) error }) (Device, error) {
 
 // Device reads one device.
 func (c Conn) Device(ctx context.Context, localpart, deviceID string) (Device, error) {
-	d, err := scanDevice(c.q.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE localpart = $1 AND device_id = $2`,
+	d, err := scanDevice(c.row(ctx, `SELECT `+deviceColumns+` FROM devices WHERE localpart = $1 AND device_id = $2`,
 		localpart, deviceID))
 	if err == sql.ErrNoRows {
 		return d, ErrNotFound

@@ -51,7 +51,10 @@ func (sqliteDialect) open(o Options) (*sql.DB, *sql.DB, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	write.SetMaxOpenConns(1) // one writer: SQLite serialises writes anyway; this avoids SQLITE_BUSY
+	// Write transactions are serialised by Store.writeMu (SQLite allows one writer anyway); the
+	// second connection lets statements be prepared while the first holds a transaction.
+	write.SetMaxOpenConns(2)
+	write.SetMaxIdleConns(2)
 	read, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
 	if err != nil {
 		write.Close()

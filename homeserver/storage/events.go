@@ -57,17 +57,30 @@ func (c Conn) InsertEvent(ctx context.Context, e Event) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range e.PrevEvents {
-		if _, err := c.exec(ctx, `INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, e.EventID, p); err != nil {
-			return err
-		}
+	if err := c.insertPairs(ctx, "event_edges", "prev_event_id", e.EventID, e.PrevEvents); err != nil {
+		return err
 	}
-	for _, a := range e.AuthEvents {
-		if _, err := c.exec(ctx, `INSERT INTO event_auth (event_id, auth_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, e.EventID, a); err != nil {
-			return err
-		}
+	return c.insertPairs(ctx, "event_auth", "auth_event_id", e.EventID, e.AuthEvents)
+}
+
+// insertPairs inserts (id, other) rows for every other in one statement.
+func (c Conn) insertPairs(ctx context.Context, table, column, id string, others []string) error {
+	if len(others) == 0 {
+		return nil
 	}
-	return nil
+	var b strings.Builder
+	b.WriteString("INSERT INTO " + table + " (event_id, " + column + ") VALUES ")
+	args := make([]any, 0, 2*len(others))
+	for i, o := range others {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(" + placeholders(2*i+1, 2) + ")")
+		args = append(args, id, o)
+	}
+	b.WriteString(" ON CONFLICT DO NOTHING")
+	_, err := c.exec(ctx, b.String(), args...)
+	return err
 }
 
 const eventColumns = `event_id, room_id, type, state_key, sender, depth, origin_server_ts, COALESCE(stream_pos, 0), state_group,
@@ -91,7 +104,7 @@ func scanEventRows(r *sql.Rows) (Event, error) { return scanEvent(r) }
 
 // Event reads one event.
 func (c Conn) Event(ctx context.Context, eventID string) (Event, error) {
-	e, err := scanEvent(c.q.QueryRowContext(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id = $1`, eventID))
+	e, err := scanEvent(c.row(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id = $1`, eventID))
 	if err == sql.ErrNoRows {
 		return e, ErrNotFound
 	}

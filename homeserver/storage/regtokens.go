@@ -47,7 +47,7 @@ func (c Conn) CreateRegistrationToken(ctx context.Context, t RegistrationToken) 
 
 // RegistrationToken reads one token.
 func (c Conn) RegistrationToken(ctx context.Context, token string) (RegistrationToken, error) {
-	t, err := scanRegToken(c.q.QueryRowContext(ctx, `SELECT `+regTokenColumns+` FROM registration_tokens WHERE token = $1`, token))
+	t, err := scanRegToken(c.row(ctx, `SELECT `+regTokenColumns+` FROM registration_tokens WHERE token = $1`, token))
 	if err == sql.ErrNoRows {
 		return t, ErrNotFound
 	}

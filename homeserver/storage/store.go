@@ -11,6 +11,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -33,6 +34,49 @@ type Store struct {
 	write   *sql.DB
 	read    *sql.DB
 	dialect dialect
+	// Prepared statements by query text, one cache per pool, for SQLite, which would otherwise
+	// parse every statement again on every call (measured: ~15 % of the send path's CPU). pgx
+	// caches prepared statements itself, so PostgreSQL has none (nil).
+	writeStmts, readStmts *stmtCache
+	// writeMu serialises write transactions on SQLite, whose writer pool has a second connection
+	// only so that statements can be prepared while the first holds a transaction.
+	writeMu sync.Mutex
+}
+
+// stmtCache prepares each query once per pool.
+type stmtCache struct {
+	db *sql.DB
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+func (sc *stmtCache) get(ctx context.Context, query string) (*sql.Stmt, error) {
+	if sc == nil {
+		return nil, nil
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if st, ok := sc.m[query]; ok {
+		return st, nil
+	}
+	st, err := sc.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	sc.m[query] = st
+	return st, nil
+}
+
+func (sc *stmtCache) close() {
+	if sc == nil {
+		return
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for _, st := range sc.m {
+		st.Close()
+	}
+	sc.m = nil
 }
 
 type querier interface {
@@ -44,7 +88,22 @@ type querier interface {
 // Conn runs the store's queries on the read pool or inside a write transaction.
 type Conn struct {
 	q       querier
+	tx      *sql.Tx // nil on the read pool
+	stmts   *stmtCache
 	dialect dialect
+}
+
+// stmt returns the prepared statement for query, bound to the transaction if there is one, or
+// nil when the backend caches statements itself.
+func (c Conn) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	st, err := c.stmts.get(ctx, query)
+	if err != nil || st == nil {
+		return nil, c.dialect.mapError(err)
+	}
+	if c.tx != nil {
+		return c.tx.StmtContext(ctx, st), nil
+	}
+	return st, nil
 }
 
 // Open connects to the backend and brings the schema up to date.
@@ -58,6 +117,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{write: write, read: read, dialect: d}
+	if d.name() == "sqlite" {
+		s.writeStmts = &stmtCache{db: write, m: map[string]*sql.Stmt{}}
+		s.readStmts = &stmtCache{db: read, m: map[string]*sql.Stmt{}}
+	}
 	if err := s.write.PingContext(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("storage: connect to %s: %w", o.Backend, err)
@@ -71,6 +134,8 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 
 // Close releases the connections.
 func (s *Store) Close() error {
+	s.writeStmts.close()
+	s.readStmts.close()
 	err := s.write.Close()
 	if s.read != s.write {
 		err = errors.Join(err, s.read.Close())
@@ -82,16 +147,20 @@ func (s *Store) Close() error {
 func (s *Store) Backend() string { return s.dialect.name() }
 
 // Read returns a Conn on the read pool.
-func (s *Store) Read() Conn { return Conn{q: s.read, dialect: s.dialect} }
+func (s *Store) Read() Conn { return Conn{q: s.read, stmts: s.readStmts, dialect: s.dialect} }
 
 // Write runs fn in one transaction and commits it if fn returns nil. fn must not call Write itself
 // (on SQLite there is a single writer connection).
 func (s *Store) Write(ctx context.Context, fn func(c Conn) error) error {
+	if s.writeStmts != nil {
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+	}
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
-	if err := fn(Conn{q: tx, dialect: s.dialect}); err != nil {
+	if err := fn(Conn{q: tx, tx: tx, stmts: s.writeStmts, dialect: s.dialect}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -105,7 +174,16 @@ func (s *Store) Write(ctx context.Context, fn func(c Conn) error) error {
 func (s *Store) Ping(ctx context.Context) error { return s.read.PingContext(ctx) }
 
 func (c Conn) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	res, err := c.q.ExecContext(ctx, query, args...)
+	st, err := c.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	var res sql.Result
+	if st != nil {
+		res, err = st.ExecContext(ctx, args...)
+	} else {
+		res, err = c.q.ExecContext(ctx, query, args...)
+	}
 	return res, c.dialect.mapError(err)
 }
 
@@ -127,16 +205,41 @@ func (c Conn) execOne(ctx context.Context, query string, args ...any) error {
 
 // scanOne runs a single-row query; no row is ErrNotFound.
 func (c Conn) scanOne(ctx context.Context, query string, args []any, dest ...any) error {
-	err := c.q.QueryRowContext(ctx, query, args...).Scan(dest...)
+	err := c.row(ctx, query, args...).Scan(dest...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
 	}
 	return c.dialect.mapError(err)
 }
 
+// row runs a single-row query through the statement cache; a preparation error surfaces from Scan.
+func (c Conn) row(ctx context.Context, query string, args ...any) interface{ Scan(...any) error } {
+	st, err := c.stmt(ctx, query)
+	if err != nil {
+		return errRow{err}
+	}
+	if st == nil {
+		return c.q.QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+type errRow struct{ err error }
+
+func (e errRow) Scan(...any) error { return e.err }
+
 // collect runs a query and scans every row with scan.
 func collect[T any](ctx context.Context, c Conn, query string, args []any, scan func(*sql.Rows) (T, error)) ([]T, error) {
-	rows, err := c.q.QueryContext(ctx, query, args...)
+	st, err := c.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	var rows *sql.Rows
+	if st != nil {
+		rows, err = st.QueryContext(ctx, args...)
+	} else {
+		rows, err = c.q.QueryContext(ctx, query, args...)
+	}
 	if err != nil {
 		return nil, c.dialect.mapError(err)
 	}

@@ -10,40 +10,41 @@ import (
 // separate splits the states into the unconflicted state map (keys present in every state with
 // the same event) and the conflicted state set (the events of every other key, each once).
 func separate(states []StateMap) (unconflicted StateMap, conflicted map[room.StateKeyTuple][]string) {
-	// The smallest state decides the size of the unconflicted map; a key missing from any state
-	// is conflicted.
 	unconflicted = make(StateMap, len(states[0]))
 	conflicted = map[room.StateKeyTuple][]string{}
-	seen := func(k room.StateKeyTuple) bool {
-		if _, ok := unconflicted[k]; ok {
-			return true
+	collect := func(k room.StateKeyTuple) []string {
+		var ids []string
+		for _, st := range states {
+			if id, ok := st[k]; ok && !contains(ids, id) {
+				ids = append(ids, id)
+			}
 		}
-		_, ok := conflicted[k]
-		return ok
+		return ids
 	}
-	for _, st := range states {
+	// A key is unconflicted only if it is in the first state, so the first state's keys decide
+	// most; the others only add keys the first lacks, which are conflicted.
+	for k, id := range states[0] {
+		agree := true
+		for _, other := range states[1:] {
+			if oid, ok := other[k]; !ok || oid != id {
+				agree = false
+				break
+			}
+		}
+		if agree {
+			unconflicted[k] = id
+		} else {
+			conflicted[k] = collect(k)
+		}
+	}
+	for _, st := range states[1:] {
 		for k := range st {
-			if seen(k) {
+			if _, ok := states[0][k]; ok {
 				continue
 			}
-			id, agree := st[k], true
-			for _, other := range states {
-				if oid, ok := other[k]; !ok || oid != id {
-					agree = false
-					break
-				}
+			if _, done := conflicted[k]; !done {
+				conflicted[k] = collect(k)
 			}
-			if agree {
-				unconflicted[k] = id
-				continue
-			}
-			var ids []string
-			for _, other := range states {
-				if oid, ok := other[k]; ok && !contains(ids, oid) {
-					ids = append(ids, oid)
-				}
-			}
-			conflicted[k] = ids
 		}
 	}
 	return unconflicted, conflicted
@@ -84,17 +85,17 @@ func (s *resolution) fullConflictedSet(states []StateMap, unconflicted StateMap,
 	// above). Every state shares the unconflicted events, so with U those and their chains and Dᵢ
 	// the conflicted events of state i and their chains, Cᵢ = U ∪ Dᵢ and the difference is
 	// ∪Dᵢ − ∩Dᵢ − U: only the conflicted events' chains need comparing, and U only where it meets
-	// them (the walk below stops at events in every Dᵢ, whose own chains are in every Dᵢ too).
+	// them (dropShared's walk stops at events in every Dᵢ, whose own chains are in every Dᵢ too).
 	count := map[string]int{} // in how many Dᵢ an event is
 	union := map[string]bool{}
 	for _, st := range states {
 		var ids []string
-		for k, id := range st {
-			if _, ok := unconflicted[k]; !ok {
+		for k := range conflicted {
+			if id, ok := st[k]; ok {
 				ids = append(ids, id)
 			}
 		}
-		chain, err := s.authChain(ids, nil)
+		chain, err := s.authChain(ids)
 		if err != nil {
 			return nil, err
 		}
@@ -113,22 +114,11 @@ func (s *resolution) fullConflictedSet(states []StateMap, unconflicted StateMap,
 		}
 	}
 	if len(candidates) > 0 {
-		inAll := func(id string) bool { return count[id] == len(states) }
-		ids := make([]string, 0, len(unconflicted))
-		for _, id := range unconflicted {
-			ids = append(ids, id)
-		}
-		shared, err := s.authChain(ids, inAll)
-		if err != nil {
+		if err := s.dropShared(candidates, unconflicted, func(id string) bool { return count[id] == len(states) }); err != nil {
 			return nil, err
 		}
-		for _, id := range ids {
-			shared[id] = true
-		}
 		for id := range candidates {
-			if !shared[id] {
-				full[id] = true
-			}
+			full[id] = true
 		}
 	}
 
@@ -158,9 +148,67 @@ func (s *resolution) fullConflictedSet(states []StateMap, unconflicted StateMap,
 	return out, nil
 }
 
-// authChain is the union of the auth chains of ids. With no AuthChainFunc it walks auth_events,
-// not going past events for which stop is true (their auth chains are not wanted).
-func (s *resolution) authChain(ids []string, stop func(id string) bool) (map[string]bool, error) {
+// dropShared removes from candidates the events in U, the unconflicted events and their auth
+// chains. U can be large (every member of the room), so it is not built: each candidate that is
+// itself unconflicted is found by its key, and the auth chains of the unconflicted events are
+// walked without caching the events, marking the candidates met and not going past events for
+// which stop is true (they and their chains are in every state's chain, so hold no candidate).
+func (s *resolution) dropShared(candidates map[string]bool, unconflicted StateMap, stop func(id string) bool) error {
+	for id := range candidates {
+		ev, err := s.get(id)
+		if err != nil {
+			return err
+		}
+		if ev != nil && ev.StateKey != nil && unconflicted[keyOf(ev)] == id {
+			delete(candidates, id)
+		}
+	}
+	if len(candidates) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(unconflicted))
+	for _, id := range unconflicted {
+		ids = append(ids, id)
+	}
+	if s.r.AuthChain != nil {
+		chain, err := s.r.AuthChain(s.ctx, ids)
+		if err != nil {
+			return err
+		}
+		for _, id := range chain {
+			delete(candidates, id)
+		}
+		return nil
+	}
+	seen := map[string]bool{}
+	stack := ids
+	for len(stack) > 0 && len(candidates) > 0 {
+		id := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		ev, err := s.peek(id)
+		if err != nil {
+			return err
+		}
+		if ev == nil {
+			continue
+		}
+		for _, aid := range ev.AuthEvents {
+			if seen[aid] {
+				continue
+			}
+			seen[aid] = true
+			delete(candidates, aid)
+			if !stop(aid) {
+				stack = append(stack, aid)
+			}
+		}
+	}
+	return nil
+}
+
+// authChain is the union of the auth chains of ids, from the AuthChainFunc or by walking
+// auth_events.
+func (s *resolution) authChain(ids []string) (map[string]bool, error) {
 	chain := map[string]bool{}
 	if len(ids) == 0 {
 		return chain, nil
@@ -191,9 +239,7 @@ func (s *resolution) authChain(ids []string, stop func(id string) bool) (map[str
 				continue
 			}
 			chain[aid] = true
-			if stop == nil || !stop(aid) {
-				stack = append(stack, aid)
-			}
+			stack = append(stack, aid)
 		}
 	}
 	return chain, nil

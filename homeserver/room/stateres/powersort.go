@@ -93,13 +93,10 @@ func (s *resolution) powerEvents(full []*event.PDU) ([]*event.PDU, map[string]bo
 func (s *resolution) reverseTopologicalPowerOrder(x []*event.PDU, inX map[string]bool) ([]*event.PDU, error) {
 	// below[id] for an event outside x: the nearest events of x in its auth chain.
 	below := map[string][]string{}
-	var nearest func(id string, depth int) ([]string, error)
-	nearest = func(id string, depth int) ([]string, error) {
+	var nearest func(id string) ([]string, error)
+	nearest = func(id string) ([]string, error) {
 		if r, ok := below[id]; ok {
 			return r, nil
-		}
-		if depth > 100000 {
-			return nil, fmt.Errorf("stateres: auth chain of %s too deep", id)
 		}
 		below[id] = nil // cycle guard
 		ev, err := s.get(id)
@@ -112,7 +109,7 @@ func (s *resolution) reverseTopologicalPowerOrder(x []*event.PDU, inX map[string
 				out = appendUnique(out, aid)
 				continue
 			}
-			sub, err := nearest(aid, depth+1)
+			sub, err := nearest(aid)
 			if err != nil {
 				return nil, err
 			}
@@ -140,7 +137,7 @@ func (s *resolution) reverseTopologicalPowerOrder(x []*event.PDU, inX map[string
 				deps = appendUnique(deps, aid)
 				continue
 			}
-			sub, err := nearest(aid, 0)
+			sub, err := nearest(aid)
 			if err != nil {
 				return nil, err
 			}

@@ -9,7 +9,14 @@
 //	resolve.go     the algorithm, steps 1 to 5
 //
 // Events are read through a FetchFunc and cached for the length of one resolution; everything a
-// step needs about an event (its power level, mainline position, auth chain) is computed once.
+// step needs about an event (its power level, mainline position, auth chain) is computed once,
+// and the auth rules run through one room.Checker, which parses each power levels, create,
+// membership and join rules event once.
+//
+// Where the spec's text and the deployed implementations part, this package follows the network
+// and says so where it does: the auth difference counts each state's own events as reachable
+// from it (conflicted.go), and power events are the power levels and join rules events with the
+// empty state key (powersort.go).
 package stateres
 
 import (
@@ -205,6 +212,25 @@ func (s *resolution) get(id string) (*event.PDU, error) {
 		return nil, fmt.Errorf("stateres: event %s is in room %q, not %q", id, room.RoomIDOf(s.v, ev), s.roomID)
 	}
 	s.events[id] = ev
+	return ev, nil
+}
+
+// peek returns an event like get but, for one not fetched yet, without keeping it: for walks
+// over many events that are not needed again.
+func (s *resolution) peek(id string) (*event.PDU, error) {
+	if ev, ok := s.events[id]; ok {
+		return ev, nil
+	}
+	if err := s.tick(); err != nil {
+		return nil, err
+	}
+	ev, err := s.r.Fetch(s.ctx, id)
+	if err != nil {
+		if errors.Is(err, ErrEventNotFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("stateres: fetching %s: %w", id, err)
+	}
 	return ev, nil
 }
 
