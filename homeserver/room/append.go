@@ -54,7 +54,7 @@ func (t *txn) append(rs *roomState, proto event.Proto, o appendOpts) (*event.PDU
 	if rs.roomID == "" {
 		rs.roomID = pdu.EffectiveRoomID()
 	}
-	if err := Allowed(v, pdu, rs.lookup(), nil); err != nil {
+	if err := t.s.checker(v).Allowed(pdu, rs.lookup()); err != nil {
 		var ae *AuthError
 		if errors.As(err, &ae) {
 			return nil, spec.ErrForbidden.With(ae.Reason)

@@ -357,3 +357,8 @@ func RoomIDOf(v event.Version, ev *event.PDU) string {
 	}
 	return ev.RoomID
 }
+
+// cached is how many parsed events the checker holds (for bounding its memory).
+func (c *Checker) cached() int {
+	return len(c.pl) + len(c.creators) + len(c.members) + len(c.joinRules)
+}

@@ -47,6 +47,9 @@ type Service struct {
 
 	jobs  chan *job
 	rooms map[string]*roomState // owned by the writer goroutine
+	// checkers cache parsed power levels, create and membership events by event ID (facts that
+	// never change), one per room version; owned by the writer goroutine.
+	checkers map[event.Version]*Checker
 	stop  chan struct{}
 	wg    sync.WaitGroup
 }
@@ -63,7 +66,8 @@ type job struct {
 // New builds the service and starts its writer; Close stops it.
 func New(store *storage.Store, b *bus.Bus, opts Options, log *slog.Logger) *Service {
 	s := &Service{store: store, bus: b, opts: opts, log: log, Now: time.Now,
-		jobs: make(chan *job, 1024), rooms: make(map[string]*roomState), stop: make(chan struct{})}
+		jobs: make(chan *job, 1024), rooms: make(map[string]*roomState), checkers: make(map[event.Version]*Checker),
+		stop: make(chan struct{})}
 	s.wg.Add(1)
 	go s.writer()
 	return s
@@ -215,6 +219,19 @@ func (s *Service) publish(ns []notice) {
 }
 
 func (s *Service) nowMS() int64 { return s.Now().UnixMilli() }
+
+// maxCheckerEntries bounds a checker's cache; past it the checker starts afresh.
+const maxCheckerEntries = 100000
+
+// checker returns the writer's auth checker for a room version.
+func (s *Service) checker(v event.Version) *Checker {
+	c := s.checkers[v]
+	if c == nil || c.cached() > maxCheckerEntries {
+		c = NewChecker(v, nil)
+		s.checkers[v] = c
+	}
+	return c
+}
 
 // errRoomNotFound is M_NOT_FOUND for rooms this server does not know.
 var errRoomNotFound = spec.ErrNotFound.With("Unknown room")

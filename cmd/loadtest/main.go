@@ -1,0 +1,231 @@
+// Command loadtest measures a homeserver's send path over HTTP against a bare net/http JSON
+// handler on the same machine, in the same run, with the same client.
+//
+//	go run ./cmd/loadtest -base http://127.0.0.1:8008 -senders 20 -duration 10s
+//
+// It registers one user per sender (open registration), creates a public room they all join,
+// then every sender PUTs m.room.message events as fast as the server answers. The baseline is a
+// handler that decodes the same JSON body and answers {"event_id": ...}, served on loopback by
+// this process. It prints requests per second and latency percentiles of both, and their ratio.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	base := flag.String("base", "http://127.0.0.1:8008", "homeserver base URL (empty: baseline only)")
+	senders := flag.Int("senders", 20, "concurrent senders")
+	duration := flag.Duration("duration", 10*time.Second, "how long each measurement runs")
+	baseline := flag.Bool("baseline", true, "also measure the bare net/http baseline")
+	flag.Parse()
+	if err := run(*base, *senders, *duration, *baseline); err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		os.Exit(1)
+	}
+}
+
+// result of one measurement.
+type result struct {
+	requests int64
+	errors   int64
+	elapsed  time.Duration
+	lat      []time.Duration
+}
+
+func (r result) rate() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+
+func (r result) pct(p float64) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	sort.Slice(r.lat, func(i, j int) bool { return r.lat[i] < r.lat[j] })
+	return r.lat[min(len(r.lat)-1, int(p*float64(len(r.lat))))]
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("%8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d", r.rate(),
+		float64(r.pct(0.50).Microseconds())/1000, float64(r.pct(0.99).Microseconds())/1000, r.errors)
+}
+
+var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, MaxConnsPerHost: 1024}}
+
+func run(base string, senders int, d time.Duration, baseline bool) error {
+	var bareRes result
+	if baseline {
+		bare, stop, err := startBaseline()
+		if err != nil {
+			return err
+		}
+		bareRes = measure(senders, d, func(i int, n int64) (*http.Request, error) {
+			return http.NewRequest("PUT", fmt.Sprintf("%s/send/%d/%d", bare, i, n), bytes.NewReader(messageBody(n)))
+		})
+		stop()
+		fmt.Printf("bare net/http JSON handler: %s\n", bareRes)
+	}
+	if base == "" {
+		return nil
+	}
+	tokens, roomID, err := setup(base, senders)
+	if err != nil {
+		return err
+	}
+	hsRes := measure(senders, d, func(i int, n int64) (*http.Request, error) {
+		req, err := http.NewRequest("PUT", fmt.Sprintf("%s/_matrix/client/v3/rooms/%s/send/m.room.message/lt%d-%d", base, roomID, i, n),
+			bytes.NewReader(messageBody(n)))
+		if err == nil {
+			req.Header.Set("Authorization", "Bearer "+tokens[i])
+		}
+		return req, err
+	})
+	fmt.Printf("homeserver send path:       %s\n", hsRes)
+	if baseline {
+		fmt.Printf("ratio: %.1f %% of the bare rate (%d senders, %s)\n", 100*hsRes.rate()/bareRes.rate(), senders, d)
+	}
+	return nil
+}
+
+func messageBody(n int64) []byte {
+	return []byte(`{"msgtype":"m.text","body":"load test message ` + strconv.FormatInt(n, 10) + `"}`)
+}
+
+// measure runs senders goroutines that each send requests back to back for d.
+func measure(senders int, d time.Duration, newReq func(sender int, n int64) (*http.Request, error)) result {
+	var count, errs atomic.Int64
+	lats := make([][]time.Duration, senders)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < senders; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := int64(0); ctx.Err() == nil; n++ {
+				req, err := newReq(i, n)
+				if err != nil {
+					errs.Add(1)
+					return
+				}
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs.Add(1)
+					continue
+				}
+				lats[i] = append(lats[i], time.Since(t0))
+				count.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	r := result{requests: count.Load(), errors: errs.Load(), elapsed: time.Since(start)}
+	for _, l := range lats {
+		r.lat = append(r.lat, l...)
+	}
+	return r
+}
+
+// startBaseline serves a bare JSON handler on a loopback port: decode the body, answer an ID.
+func startBaseline() (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	var n atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			http.Error(w, `{"errcode":"M_NOT_JSON"}`, 400)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"event_id": "$" + strconv.FormatInt(n.Add(1), 10)})
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// setup registers senders users, creates a public room and joins them all.
+func setup(base string, senders int) ([]string, string, error) {
+	stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
+	tokens := make([]string, senders)
+	for i := range tokens {
+		tok, err := register(base, fmt.Sprintf("load%s_%d", stamp, i))
+		if err != nil {
+			return nil, "", err
+		}
+		tokens[i] = tok
+	}
+	var created struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := call(base, "POST", "/_matrix/client/v3/createRoom", tokens[0], map[string]any{"preset": "public_chat"}, &created); err != nil {
+		return nil, "", err
+	}
+	for _, tok := range tokens[1:] {
+		if err := call(base, "POST", "/_matrix/client/v3/rooms/"+created.RoomID+"/join", tok, map[string]any{}, nil); err != nil {
+			return nil, "", err
+		}
+	}
+	return tokens, created.RoomID, nil
+}
+
+func register(base, user string) (string, error) {
+	body := map[string]any{"username": user, "password": "load test password"}
+	var challenge struct {
+		Session string `json:"session"`
+	}
+	_ = call(base, "POST", "/_matrix/client/v3/register", "", body, &challenge)
+	body["auth"] = map[string]any{"type": "m.login.dummy", "session": challenge.Session}
+	var res struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := call(base, "POST", "/_matrix/client/v3/register", "", body, &res); err != nil {
+		return "", fmt.Errorf("register %s (is open registration on and rate limiting off?): %w", user, err)
+	}
+	return res.AccessToken, nil
+}
+
+func call(base, method, path, token string, body, out any) error {
+	data, _ := json.Marshal(body)
+	req, err := http.NewRequest(method, base+path, bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		_ = json.Unmarshal(raw, out)
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+	}
+	return nil
+}
