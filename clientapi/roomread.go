@@ -56,9 +56,6 @@ func (a *API) messages(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f != nil && f.Types == nil && f.NotTypes == nil && limit == 0 {
-		limit = 10
-	}
 	page, err := a.rooms.Messages(r.Context(), a.reader(r), roomID, q.Get("from"), q.Get("to"), dir == "b", limit, f)
 	if err != nil {
 		return nil, err

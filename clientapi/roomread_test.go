@@ -68,6 +68,14 @@ func paginate(t *testing.T, s *servertest.Server, u servertest.User, roomID, dir
 	}
 }
 
+// stateEventID is the event ID of a current state event, as u sees it.
+func stateEventID(t *testing.T, s *servertest.Server, u servertest.User, roomID, typ, key string) string {
+	t.Helper()
+	res := s.Do(t, "GET", roomPath(roomID, "/state/"+typ+"/"+esc(key)+"?format=event"), u.AccessToken, nil)
+	want(t, "GET state event "+typ, res, http.StatusOK, "")
+	return res.Str("event_id")
+}
+
 func reversed(s []string) []string {
 	out := slices.Clone(s)
 	slices.Reverse(out)
@@ -219,9 +227,15 @@ func TestMessagesPagination(t *testing.T) {
 			if len(p.ids) != 0 {
 				t.Fatalf("limit=0 gave %d events", len(p.ids))
 			}
-			p = getMessages(t, s, bob, roomID, "dir", "b", "limit", "0", "filter", onlyMessages)
-			if len(p.ids) != 0 {
-				t.Fatalf("limit=0 with a filter gave %d events", len(p.ids))
+			for _, f := range []string{onlyMessages, `{}`, `{"lazy_load_members":true}`, `{"not_types":["m.room.member"]}`} {
+				p = getMessages(t, s, bob, roomID, "dir", "b", "limit", "0", "filter", f)
+				if len(p.ids) != 0 {
+					t.Fatalf("limit=0 with filter %s gave %d events", f, len(p.ids))
+				}
+			}
+			// Without limit the default is 10.
+			if p := getMessages(t, s, bob, roomID, "dir", "b", "filter", `{"lazy_load_members":true}`); len(p.ids) != 10 {
+				t.Fatalf("default limit gave %d events", len(p.ids))
 			}
 		})
 	})
@@ -233,15 +247,18 @@ type visibilityCase struct {
 	setting     string
 	whileInvite []string // visible while bob is invited, before he joins
 	afterLeave  []string // visible after bob left
+	ownMember   []string // bob's own member events he sees after leaving
 }
 
 func TestHistoryVisibility(t *testing.T) {
 	all := []string{"before invite", "after invite", "after join", "after leave"}
 	cases := []visibilityCase{
-		{"joined", nil, []string{"after join"}},
-		{"invited", []string{"after invite"}, []string{"after invite", "after join"}},
-		{"shared", nil, []string{"before invite", "after invite", "after join"}},
-		{"world_readable", []string{"before invite", "after invite"}, all},
+		// His own member events are visible when the membership before or after them allows it: the
+		// join and the leave always; the invite only where an invitee may see events.
+		{"joined", nil, []string{"after join"}, []string{"join", "leave"}},
+		{"invited", []string{"after invite"}, []string{"after invite", "after join"}, []string{"invite", "join", "leave"}},
+		{"shared", nil, []string{"before invite", "after invite", "after join"}, []string{"invite", "join", "leave"}},
+		{"world_readable", []string{"before invite", "after invite"}, all, []string{"invite", "join", "leave"}},
 	}
 	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
 		alice := s.Register(t, "alice", "alice password")
@@ -266,6 +283,15 @@ func TestHistoryVisibility(t *testing.T) {
 
 				if got := allMessages(t, s, bob, roomID); !slices.Equal(got, tc.afterLeave) {
 					t.Errorf("%s, after leaving: bob's /messages %v, want %v", tc.setting, got, tc.afterLeave)
+				}
+				var own []string
+				for _, e := range allEvents(t, s, bob, roomID) {
+					if e["type"] == "m.room.member" && e["state_key"] == bob.UserID {
+						own = append(own, obj(e["content"])["membership"].(string))
+					}
+				}
+				if !slices.Equal(own, tc.ownMember) {
+					t.Errorf("%s: bob sees his own member events %v, want %v", tc.setting, own, tc.ownMember)
 				}
 				// Backward and forward agree.
 				fwd, _ := paginate(t, s, bob, roomID, "f", "", 2, onlyMessages)
@@ -439,6 +465,20 @@ func TestMembersAndJoinedRooms(t *testing.T) {
 			}
 		}
 
+		// ?at= is the membership at a pagination token: before dave's leave he was joined; before
+		// carol's invite neither she nor dave were there.
+		p := getMessages(t, s, alice, roomID, "dir", "b", "limit", "1")
+		if got := membersOf("?at=" + url.QueryEscape(p.end)); len(got) != 4 || got[dave.UserID] != "join" || got[carol.UserID] != "invite" {
+			t.Errorf("/members at the token before dave's leave: %v", got)
+		}
+		p = getMessages(t, s, alice, roomID, "dir", "b", "limit", "3")
+		if got := membersOf("?at=" + url.QueryEscape(p.end)); len(got) != 2 || got[alice.UserID] != "join" || got[bob.UserID] != "join" {
+			t.Errorf("/members at the token before carol's invite: %v", got)
+		}
+		if got := membersOf("?membership=join&at=" + url.QueryEscape(p.end)); len(got) != 2 {
+			t.Errorf("/members?membership=join at the token before carol's invite: %v", got)
+		}
+
 		res := s.Do(t, "GET", roomPath(roomID, "/joined_members"), bob.AccessToken, nil)
 		want(t, "/joined_members", res, http.StatusOK, "")
 		joined := obj(res.JSON["joined"])
@@ -472,6 +512,7 @@ func TestStateAfterLeave(t *testing.T) {
 		carol := s.Register(t, "carol", "carol password")
 		roomID := newRoom(t, s, alice, map[string]any{"preset": "public_chat", "topic": "before"})
 		mustJoin(t, s, bob, roomID)
+		bobJoin := stateEventID(t, s, alice, roomID, "m.room.member", bob.UserID)
 		want(t, "bob leaves", member(t, s, bob, roomID, "leave", nil), http.StatusOK, "")
 		want(t, "new topic", s.Do(t, "PUT", roomPath(roomID, "/state/m.room.topic"), alice.AccessToken, map[string]any{"topic": "after"}), http.StatusOK, "")
 		mustJoin(t, s, carol, roomID)
@@ -507,6 +548,30 @@ func TestStateAfterLeave(t *testing.T) {
 			if e["state_key"] == carol.UserID {
 				t.Fatalf("/members after leave lists carol: %s", res.Raw)
 			}
+		}
+		// Nor with ?at= a token from after his leave (alice's pages): that point is hidden from him.
+		for _, tok := range []string{getMessages(t, s, alice, roomID, "dir", "b", "limit", "1").start,
+			getMessages(t, s, alice, roomID, "dir", "b", "limit", "1").end} {
+			res = s.Do(t, "GET", roomPath(roomID, "/members?at="+url.QueryEscape(tok)), bob.AccessToken, nil)
+			want(t, "/members?at=<token after his leave>", res, http.StatusForbidden, "M_FORBIDDEN")
+		}
+		// A token from while he was in the room works.
+		var atJoin string
+		for from := ""; ; {
+			p := getMessages(t, s, bob, roomID, "dir", "b", "limit", "1", "from", from)
+			if len(p.ids) == 1 && p.ids[0] == bobJoin {
+				atJoin = p.start // the boundary just after his join
+				break
+			}
+			if !p.hasEnd {
+				t.Fatal("bob's join not found in his timeline")
+			}
+			from = p.end
+		}
+		res = s.Do(t, "GET", roomPath(roomID, "/members?at="+url.QueryEscape(atJoin)), bob.AccessToken, nil)
+		want(t, "/members?at=<his join>", res, http.StatusOK, "")
+		if got := events(t, res, "chunk"); len(got) != 2 {
+			t.Fatalf("/members at bob's join: %s", res.Raw)
 		}
 		// After rejoining bob sees the current state again.
 		mustJoin(t, s, bob, roomID)

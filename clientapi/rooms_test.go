@@ -157,7 +157,14 @@ func eventAs(t *testing.T, s *servertest.Server, u servertest.User, roomID, even
 // bodies, oldest first.
 func allMessages(t *testing.T, s *servertest.Server, u servertest.User, roomID string) []string {
 	t.Helper()
-	var out []string
+	return bodies(allEvents(t, s, u, roomID))
+}
+
+// allEvents pages backwards through the whole room as u and returns the visible events, oldest
+// first.
+func allEvents(t *testing.T, s *servertest.Server, u servertest.User, roomID string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
 	from := ""
 	for i := 0; ; i++ {
 		if i > 1000 {
@@ -169,9 +176,8 @@ func allMessages(t *testing.T, s *servertest.Server, u servertest.User, roomID s
 		}
 		res := s.Do(t, "GET", roomPath(roomID, "/messages"+q), u.AccessToken, nil)
 		want(t, "/messages", res, http.StatusOK, "")
-		page := bodies(events(t, res, "chunk")) // newest first
-		for _, b := range page {
-			out = append([]string{b}, out...)
+		for _, e := range events(t, res, "chunk") { // newest first
+			out = append([]map[string]any{e}, out...)
 		}
 		if from = res.Str("end"); from == "" {
 			break
@@ -375,6 +381,10 @@ func TestCreateRoomOptions(t *testing.T) {
 				{"preset not a string", map[string]any{"preset": 1}, "M_BAD_JSON"},
 				{"create in initial_state", map[string]any{"initial_state": []map[string]any{
 					{"type": "m.room.create", "content": map[string]any{"room_version": "11"}}}}, "M_INVALID_ROOM_STATE"},
+				{"creator below the levels the preset needs", map[string]any{"power_level_content_override": map[string]any{
+					"users": map[string]any{alice.UserID: 0}}}, "M_INVALID_ROOM_STATE"},
+				{"name above the creator's level", map[string]any{"name": "x", "power_level_content_override": map[string]any{
+					"events": map[string]any{"m.room.name": 101}}}, "M_INVALID_ROOM_STATE"},
 				{"malformed invitee", map[string]any{"invite": []string{"bob"}}, "M_INVALID_PARAM"},
 				{"malformed invitee no server", map[string]any{"invite": []string{"@bob"}}, "M_INVALID_PARAM"},
 				{"not json", "{", "M_NOT_JSON"},

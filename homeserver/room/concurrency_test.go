@@ -163,12 +163,44 @@ func TestConcurrentSendsOneRoom(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A reader pages forward while the writers run, as a client following the room does: it must
+		// never pass a position below which an event commits later.
+		done := make(chan struct{})
+		readerSaw := make(chan []string, 1)
+		go func() {
+			var seen []string
+			pos := storage.MinTopo
+			for finished := false; ; {
+				select {
+				case <-done:
+					finished = true
+				default:
+				}
+				evs, err := s.Read().TimelineEvents(context.Background(), roomID, pos, false, 50)
+				if err != nil {
+					t.Error(err)
+					break
+				}
+				for _, e := range evs {
+					seen = append(seen, e.EventID)
+					pos = storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos}
+				}
+				if finished && len(evs) == 0 {
+					break
+				}
+			}
+			readerSaw <- seen
+		}()
 		sent, err := sendConcurrently(svc, roomID, alice, 20, 25)
+		close(done)
 		if err != nil {
 			t.Fatal(err)
 		}
 		timeline := requireLinearDAG(t, s, roomID)
 		requireSent(t, s, sent, timeline)
+		if seen := <-readerSaw; !slices.Equal(seen, timeline) {
+			t.Fatalf("a concurrent forward reader saw %d events, the timeline has %d", len(seen), len(timeline))
+		}
 		if len(sent) != 500 {
 			t.Fatalf("%d sent", len(sent))
 		}

@@ -75,6 +75,27 @@ func (s *Service) CreateRoom(ctx context.Context, req CreateRequest) (string, er
 		}
 	}
 	createContent["room_version"] = v.ID()
+	if v.PrivilegedCreators() && preset == PresetTrustedPrivateChat && len(req.Invite) > 0 {
+		// Invitees of a trusted private chat get the creator's power: from v12 that means
+		// being an additional creator (merged with any the client gave, without duplicates).
+		seen := map[string]bool{}
+		var creators []any
+		if list, ok := createContent["additional_creators"].([]any); ok {
+			for _, c := range list {
+				if s, ok := c.(string); ok && !seen[s] {
+					seen[s] = true
+					creators = append(creators, s)
+				}
+			}
+		}
+		for _, inv := range req.Invite {
+			if !seen[inv] && inv != req.Creator {
+				seen[inv] = true
+				creators = append(creators, inv)
+			}
+		}
+		createContent["additional_creators"] = creators
+	}
 	if v.CreatorInContent() {
 		createContent["creator"] = req.Creator
 	} else {
@@ -97,6 +118,11 @@ func (s *Service) CreateRoom(ctx context.Context, req CreateRequest) (string, er
 		creator := req.Creator
 		appendState := func(typ, key string, content any) error {
 			_, err := t.append(rs, event.Proto{Sender: creator, Type: typ, StateKey: stateKeyPtr(key), Content: mustJSON(content)}, appendOpts{})
+			var se *spec.Error
+			if errors.Is(err, spec.ErrForbidden) && errors.As(err, &se) {
+				// The request's own parameters make the room's state fail the auth rules.
+				return spec.ErrInvalidRoomState.Withf("%s: %s", typ, se.Message)
+			}
 			return err
 		}
 		if err := appendState(TypeCreate, "", createContent); err != nil {
@@ -209,7 +235,7 @@ func (s *Service) initialPowerLevels(v event.Version, creator, preset string, re
 	if !v.PrivilegedCreators() {
 		users[creator] = 100
 	}
-	if preset == PresetTrustedPrivateChat {
+	if preset == PresetTrustedPrivateChat && !v.PrivilegedCreators() {
 		for _, inv := range req.Invite {
 			users[inv] = 100
 		}

@@ -401,7 +401,7 @@ func (s *Service) Members(ctx context.Context, r Reader, roomID, at, membership,
 		if err != nil {
 			return nil, err
 		}
-		if st, err = s.stateAtTopo(ctx, c, roomID, pos); err != nil {
+		if st, err = s.stateAtTopo(ctx, c, roomID, r.UserID, pos); err != nil {
 			return nil, err
 		}
 	}
@@ -425,11 +425,20 @@ func (s *Service) Members(ctx context.Context, r Reader, roomID, at, membership,
 	return s.clientEvents(ctx, c, r, keep)
 }
 
-// stateAtTopo is the state after the last timeline event at or before a boundary.
-func (s *Service) stateAtTopo(ctx context.Context, c storage.Conn, roomID string, pos storage.TopoPos) (storage.StateMap, error) {
+// stateAtTopo is the state after the last timeline event at or before a boundary. The user must be
+// allowed to see that event: a token from after they left (or before they could see the room)
+// does not show them the room's state at that point.
+func (s *Service) stateAtTopo(ctx context.Context, c storage.Conn, roomID, userID string, pos storage.TopoPos) (storage.StateMap, error) {
 	evs, err := c.TimelineEvents(ctx, roomID, pos, true, 1)
 	if err != nil || len(evs) == 0 {
 		return storage.StateMap{}, err
+	}
+	v, err := loadViewer(ctx, c, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	if !v.canSee(&evs[0]) {
+		return nil, spec.ErrForbidden.With("You may not see the room at that point")
 	}
 	return c.StateGroup(ctx, evs[0].StateGroup)
 }

@@ -122,3 +122,40 @@ func TestTxnIDIdempotent(t *testing.T) {
 		}
 	})
 }
+
+// TestTrustedPrivateChatV12 checks that invitees of a v12 trusted private chat become additional
+// creators rather than power-level users (creators may not appear in power levels).
+func TestTrustedPrivateChatV12(t *testing.T) {
+	s := storagetest.Open(t, "sqlite")
+	ctx := context.Background()
+	svc := newService(t, s, event.V12)
+	alice, bob := "@alice:test.local", "@bob:test.local"
+	roomID, err := svc.CreateRoom(ctx, room.CreateRequest{Creator: alice, Invite: []string{bob}, Preset: room.PresetTrustedPrivateChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := s.Read().CurrentState(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.Read().Events(ctx, []string{cur[storage.StateKey{Type: "m.room.create"}], cur[storage.StateKey{Type: "m.room.power_levels"}]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		var ev struct {
+			Content map[string]any `json:"content"`
+		}
+		_ = json.Unmarshal(e.ClientJSON, &ev)
+		switch e.Type {
+		case "m.room.create":
+			if fmt.Sprint(ev.Content["additional_creators"]) != "["+bob+"]" {
+				t.Errorf("additional_creators: %v", ev.Content["additional_creators"])
+			}
+		case "m.room.power_levels":
+			if users, _ := ev.Content["users"].(map[string]any); users[bob] != nil {
+				t.Errorf("an additional creator in power levels: %v", users)
+			}
+		}
+	}
+}
