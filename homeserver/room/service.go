@@ -50,8 +50,8 @@ type Service struct {
 	// checkers cache parsed power levels, create and membership events by event ID (facts that
 	// never change), one per room version; owned by the writer goroutine.
 	checkers map[event.Version]*Checker
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	stop     chan struct{}
+	wg       sync.WaitGroup
 }
 
 // maxBatch bounds how many jobs one transaction carries.
