@@ -50,7 +50,10 @@ func (sqliteDialect) open(o Options) (*sql.DB, *sql.DB, error) {
 		// 64 MiB page cache per connection: a batch of events must not spill to the WAL mid-transaction.
 		"&_pragma=cache_size(-65536)" +
 		// Savepoints (one per job of a batch) keep their sub-journal in memory, not in a temp file.
-		"&_pragma=temp_store(MEMORY)"
+		"&_pragma=temp_store(MEMORY)" +
+		// Checkpoints run in the background (Store.checkpointLoop); this only caps the WAL should
+		// they fall behind.
+		"&_pragma=wal_autocheckpoint(16384)"
 	write, err := sql.Open("sqlite", base+"&_txlock=immediate")
 	if err != nil {
 		return nil, nil, err

@@ -41,6 +41,9 @@ type Store struct {
 	// writeMu serialises write transactions on SQLite, whose writer pool has a second connection
 	// only so that statements can be prepared while the first holds a transaction.
 	writeMu sync.Mutex
+	// stopCheckpoints ends the SQLite background checkpointer.
+	stopCheckpoints chan struct{}
+	checkpointsDone chan struct{}
 }
 
 // stmtCache prepares each query once per pool.
@@ -129,11 +132,36 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	if d.name() == "sqlite" {
+		s.stopCheckpoints, s.checkpointsDone = make(chan struct{}), make(chan struct{})
+		go s.checkpointLoop()
+	}
 	return s, nil
+}
+
+// checkpointLoop copies the SQLite WAL into the database file every second, off the writer's path
+// (a PASSIVE checkpoint never blocks writers), so a commit never pays for a checkpoint.
+func (s *Store) checkpointLoop() {
+	defer close(s.checkpointsDone)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopCheckpoints:
+			return
+		case <-t.C:
+			_, _ = s.write.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+		}
+	}
 }
 
 // Close releases the connections.
 func (s *Store) Close() error {
+	if s.stopCheckpoints != nil {
+		close(s.stopCheckpoints)
+		<-s.checkpointsDone
+		s.stopCheckpoints = nil
+	}
 	s.writeStmts.close()
 	s.readStmts.close()
 	err := s.write.Close()
