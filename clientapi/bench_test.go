@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sync/atomic"
 	"testing"
 
@@ -114,5 +115,73 @@ func BenchmarkVersions(b *testing.B) {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
+	})
+}
+
+// BenchmarkMessages is GET /messages pages of 50 from random points of a 2,000-message room,
+// with the history-visibility check and unsigned assembly of every event.
+func BenchmarkMessages(b *testing.B) {
+	forBackends(b, func(b *testing.B, s *servertest.Server) {
+		u := s.Register(b, "alice", "alice password")
+		st, raw := post(b, s.URL+"/_matrix/client/v3/createRoom", u.AccessToken, map[string]any{"preset": "public_chat"})
+		if st != 200 {
+			b.Fatalf("createRoom: %d %s", st, raw)
+		}
+		var created struct {
+			RoomID string `json:"room_id"`
+		}
+		_ = json.Unmarshal(raw, &created)
+		room := url.PathEscape(created.RoomID)
+		var end string
+		for i := 0; i < 2000; i++ {
+			req, _ := http.NewRequest("PUT", fmt.Sprintf("%s/_matrix/client/v3/rooms/%s/send/m.room.message/b%d", s.URL, room, i),
+				bytes.NewReader([]byte(fmt.Sprintf(`{"msgtype":"m.text","body":"message %d"}`, i))))
+			req.Header.Set("Authorization", "Bearer "+u.AccessToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		// Collect tokens along the timeline to start pages from.
+		var tokens []string
+		for from := ""; len(tokens) < 40; {
+			req, _ := http.NewRequest("GET", s.URL+"/_matrix/client/v3/rooms/"+room+"/messages?dir=b&limit=50"+from, nil)
+			req.Header.Set("Authorization", "Bearer "+u.AccessToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var page struct {
+				End string `json:"end"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&page)
+			resp.Body.Close()
+			if page.End == "" {
+				break
+			}
+			end = page.End
+			tokens = append(tokens, end)
+			from = "&from=" + url.QueryEscape(end)
+		}
+		var n atomic.Int64
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				tok := tokens[int(n.Add(1))%len(tokens)]
+				req, _ := http.NewRequest("GET", s.URL+"/_matrix/client/v3/rooms/"+room+"/messages?dir=b&limit=50&from="+url.QueryEscape(tok), nil)
+				req.Header.Set("Authorization", "Bearer "+u.AccessToken)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Fatalf("messages: %d", resp.StatusCode)
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pages/s")
 	})
 }
