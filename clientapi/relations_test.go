@@ -159,3 +159,23 @@ func TestSendRules(t *testing.T) {
 			map[string]any{"body": "x", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": edit}}), 400, "M_UNKNOWN")
 	})
 }
+
+// TestOversizeEvent checks that an event over the spec's 65536-byte limit is refused with
+// M_TOO_LARGE and nothing is stored.
+func TestOversizeEvent(t *testing.T) {
+	s := servertest.Start(t, "sqlite")
+	alice := s.Register(t, "alice", "alice password")
+	roomID := createRoom(t, s, alice, map[string]any{})
+	big := make([]byte, 70000)
+	for i := range big {
+		big[i] = 'x'
+	}
+	expect(t, s.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/big", alice.AccessToken,
+		map[string]any{"body": string(big)}), 413, "M_TOO_LARGE")
+	res := s.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?dir=b&limit=100", alice.AccessToken, nil)
+	for _, e := range res.JSON["chunk"].([]any) {
+		if e.(map[string]any)["type"] == "m.room.message" {
+			t.Fatal("the oversize event was stored")
+		}
+	}
+}

@@ -46,7 +46,10 @@ func (t *txn) append(rs *roomState, proto event.Proto, o appendOpts) (*event.PDU
 	key := t.s.opts.Key
 	pdu, err := event.Build(v, proto, t.s.opts.ServerName, key.ID, key.Private)
 	if err != nil {
-		if errors.Is(err, event.ErrInvalid) || errors.Is(err, event.ErrTooLarge) {
+		if errors.Is(err, event.ErrTooLarge) {
+			return nil, spec.ErrTooLarge.With("The event is larger than the 65536 bytes the spec allows")
+		}
+		if errors.Is(err, event.ErrInvalid) {
 			return nil, spec.ErrBadJSON.With(err.Error())
 		}
 		return nil, err
