@@ -194,30 +194,16 @@ func (r *Resolver) newResolution(ctx context.Context, states []StateMap) (*resol
 // get returns an event, fetching it once; nil if the fetcher does not have it. Events of another
 // room are an error.
 func (s *resolution) get(id string) (*event.PDU, error) {
-	if ev, ok := s.events[id]; ok {
-		return ev, nil
-	}
-	if err := s.tick(); err != nil {
-		return nil, err
-	}
-	ev, err := s.r.Fetch(s.ctx, id)
-	if err != nil {
-		if errors.Is(err, ErrEventNotFound) {
-			s.events[id] = nil
-			return nil, nil
-		}
-		return nil, fmt.Errorf("stateres: fetching %s: %w", id, err)
-	}
-	if ev != nil && room.RoomIDOf(s.v, ev) != s.roomID {
-		return nil, fmt.Errorf("stateres: event %s is in room %q, not %q", id, room.RoomIDOf(s.v, ev), s.roomID)
-	}
-	s.events[id] = ev
-	return ev, nil
+	return s.lookup(id, true)
 }
 
 // peek returns an event like get but, for one not fetched yet, without keeping it: for walks
 // over many events that are not needed again.
 func (s *resolution) peek(id string) (*event.PDU, error) {
+	return s.lookup(id, false)
+}
+
+func (s *resolution) lookup(id string, keep bool) (*event.PDU, error) {
 	if ev, ok := s.events[id]; ok {
 		return ev, nil
 	}
@@ -227,9 +213,18 @@ func (s *resolution) peek(id string) (*event.PDU, error) {
 	ev, err := s.r.Fetch(s.ctx, id)
 	if err != nil {
 		if errors.Is(err, ErrEventNotFound) {
+			if keep {
+				s.events[id] = nil
+			}
 			return nil, nil
 		}
 		return nil, fmt.Errorf("stateres: fetching %s: %w", id, err)
+	}
+	if keep {
+		if ev != nil && room.RoomIDOf(s.v, ev) != s.roomID {
+			return nil, fmt.Errorf("stateres: event %s is in room %q, not %q", id, room.RoomIDOf(s.v, ev), s.roomID)
+		}
+		s.events[id] = ev
 	}
 	return ev, nil
 }
