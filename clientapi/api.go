@@ -15,6 +15,7 @@ import (
 	"github.com/hearthmx/homeserver/homeserver/config"
 	"github.com/hearthmx/homeserver/homeserver/room"
 	"github.com/hearthmx/homeserver/homeserver/spec"
+	hsync "github.com/hearthmx/homeserver/homeserver/sync"
 )
 
 // API holds what the client API handlers need.
@@ -22,6 +23,7 @@ type API struct {
 	cfg            *config.Config
 	accounts       *account.Service
 	rooms          *room.Service
+	syncer         *hsync.Service
 	log            *slog.Logger
 	metrics        *metrics
 	perIP, perUser *limiter
@@ -30,11 +32,12 @@ type API struct {
 }
 
 // New builds the client API. reg receives the HTTP metrics (nil for none).
-func New(cfg *config.Config, accounts *account.Service, rooms *room.Service, log *slog.Logger, reg prometheus.Registerer) *API {
+func New(cfg *config.Config, accounts *account.Service, rooms *room.Service, syncer *hsync.Service, log *slog.Logger, reg prometheus.Registerer) *API {
 	return &API{
 		cfg:            cfg,
 		accounts:       accounts,
 		rooms:          rooms,
+		syncer:         syncer,
 		log:            log,
 		metrics:        newMetrics(reg),
 		perIP:          newLimiter(cfg.RateLimits.PerIP),
@@ -95,16 +98,19 @@ func (a *API) Routes(r chi.Router) {
 			a.routesOpenID(r)
 			a.routesRooms(r)
 			a.routesDirectory(r)
+			a.routesSync(r)
 		})
 	}
 	r.Route("/_matrix/client/v3", client)
 	r.Route("/_matrix/client/r0", client)
 	r.Route("/_matrix/client/v1", func(r chi.Router) {
 		r.With(a.rateLimited).Get("/register/m.login.registration_token/validity", h(a.registrationTokenValidity))
+		a.routesRoomSummary(r)
 		r.Group(func(r chi.Router) {
 			r.Use(a.requireAuth)
 			a.routesRelations(r)
 			a.routesDirectoryV1(r)
+			r.Get("/mutual_rooms", h(a.mutualRooms))
 		})
 	})
 	r.Route("/_synapse/admin/v1", a.routesAdmin)

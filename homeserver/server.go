@@ -29,6 +29,7 @@ import (
 	"github.com/hearthmx/homeserver/homeserver/room"
 	"github.com/hearthmx/homeserver/homeserver/signing"
 	"github.com/hearthmx/homeserver/homeserver/storage"
+	hsync "github.com/hearthmx/homeserver/homeserver/sync"
 )
 
 // Version is the server version, set at build time with -ldflags "-X .../homeserver.Version=...".
@@ -43,6 +44,7 @@ type Server struct {
 	Key      signing.Key
 	Accounts *account.Service
 	Rooms    *room.Service
+	Sync     *hsync.Service
 	registry *prometheus.Registry
 	handler  http.Handler
 
@@ -94,10 +96,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		return nil, err
 	}
 	s.Rooms = room.New(s.Store, s.Bus, room.Options{ServerName: cfg.ServerName, Key: key, DefaultVersion: defaultVersion}, log)
+	if s.Sync, err = hsync.New(ctx, s.Store, s.Bus, s.Rooms, log); err != nil {
+		return nil, err
+	}
 
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r := chi.NewRouter()
-	api := clientapi.New(cfg, s.Accounts, s.Rooms, log, s.registry)
+	api := clientapi.New(cfg, s.Accounts, s.Rooms, s.Sync, log, s.registry)
 	api.Wrap(r)
 	api.Routes(r)
 	federation.New(s.Accounts, Version).Routes(r)
@@ -218,8 +223,11 @@ func (s *Server) housekeeping(ctx context.Context) {
 	}
 }
 
-// Close stops the room writer and releases the bus and the database.
+// Close stops the sync notifier and the room writer and releases the bus and the database.
 func (s *Server) Close() {
+	if s.Sync != nil {
+		s.Sync.Close()
+	}
 	if s.Rooms != nil {
 		s.Rooms.Close()
 	}

@@ -46,7 +46,9 @@ func (s *Service) parseToken(ctx context.Context, c storage.Conn, roomID, tok st
 		}
 		return storage.TopoPos{Depth: depth, Stream: stream}, nil
 	case strings.HasPrefix(tok, "s"):
-		pos, err := strconv.ParseInt(tok[1:], 10, 64)
+		// A /sync next_batch ("s<events>_<other streams>...") names the events position first.
+		ev, _, _ := strings.Cut(tok[1:], "_")
+		pos, err := strconv.ParseInt(ev, 10, 64)
 		if err != nil {
 			return storage.TopoPos{}, bad
 		}

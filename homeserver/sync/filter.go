@@ -1,0 +1,138 @@
+package sync
+
+import (
+	"encoding/json"
+	"slices"
+
+	"github.com/hearthmx/homeserver/homeserver/filter"
+	"github.com/hearthmx/homeserver/homeserver/storage"
+)
+
+// Timeline limits: the default when the filter sets none, and the most one room's timeline gets.
+const (
+	defaultTimelineLimit = 10
+	maxTimelineLimit     = 1000
+)
+
+// matcher applies one EventFilter / RoomEventFilter of a sync filter. The zero value matches
+// everything. A nil list is "no restriction"; an empty, non-nil include list matches nothing.
+type matcher struct {
+	types, notTypes     []string
+	senders, notSenders []string
+	rooms, notRooms     []string
+	containsURL         *bool
+}
+
+func eventMatcher(f *filter.EventFilter) matcher {
+	if f == nil {
+		return matcher{}
+	}
+	return matcher{types: f.Types, notTypes: f.NotTypes, senders: f.Senders, notSenders: f.NotSenders}
+}
+
+func roomEventMatcher(f *filter.RoomEventFilter) matcher {
+	if f == nil {
+		return matcher{}
+	}
+	m := eventMatcher(&f.EventFilter)
+	m.rooms, m.notRooms, m.containsURL = f.Rooms, f.NotRooms, f.ContainsURL
+	return m
+}
+
+// room reports whether events of the room may match.
+func (m *matcher) room(roomID string) bool {
+	return (m.rooms == nil || slices.Contains(m.rooms, roomID)) && !slices.Contains(m.notRooms, roomID)
+}
+
+// typ reports whether an event type matches.
+func (m *matcher) typ(t string) bool {
+	return (m.types == nil || matchAnyGlob(m.types, t)) && !matchAnyGlob(m.notTypes, t)
+}
+
+// event reports whether a stored event matches (room, type, sender and contains_url).
+func (m *matcher) event(e *storage.Event) bool {
+	if !m.room(e.RoomID) || !m.typ(e.Type) {
+		return false
+	}
+	if m.senders != nil && !slices.Contains(m.senders, e.Sender) || slices.Contains(m.notSenders, e.Sender) {
+		return false
+	}
+	if m.containsURL != nil {
+		var ev struct {
+			Content struct {
+				URL json.RawMessage `json:"url"`
+			} `json:"content"`
+		}
+		_ = json.Unmarshal(e.ClientJSON, &ev)
+		var url string
+		has := json.Unmarshal(ev.Content.URL, &url) == nil
+		if has != *m.containsURL {
+			return false
+		}
+	}
+	return true
+}
+
+func matchAnyGlob(patterns []string, s string) bool {
+	for _, p := range patterns {
+		if glob(p, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// glob matches s against a pattern where '*' stands for any sequence of characters (the filter
+// spec's only wildcard).
+func glob(p, s string) bool {
+	for len(p) > 0 {
+		if p[0] == '*' {
+			for len(p) > 0 && p[0] == '*' {
+				p = p[1:]
+			}
+			if p == "" {
+				return true
+			}
+			for i := 0; i <= len(s); i++ {
+				if glob(p, s[i:]) {
+					return true
+				}
+			}
+			return false
+		}
+		if s == "" || p[0] != s[0] {
+			return false
+		}
+		p, s = p[1:], s[1:]
+	}
+	return s == ""
+}
+
+// plan is a sync filter turned into what the sync assembly asks.
+type plan struct {
+	rooms        matcher // room.rooms / room.not_rooms
+	timeline     matcher
+	state        matcher
+	roomData     matcher // room.account_data
+	accountData  matcher // global account_data
+	limit        int
+	lazyMembers  bool
+	includeLeave bool
+}
+
+func newPlan(f filter.Filter) plan {
+	p := plan{limit: defaultTimelineLimit, accountData: eventMatcher(f.AccountData)}
+	if r := f.Room; r != nil {
+		p.rooms = matcher{rooms: r.Rooms, notRooms: r.NotRooms}
+		p.timeline = roomEventMatcher(r.Timeline)
+		p.state = roomEventMatcher(r.State)
+		p.roomData = roomEventMatcher(r.AccountData)
+		p.includeLeave = r.IncludeLeave
+		if r.Timeline != nil && r.Timeline.Limit > 0 {
+			p.limit = int(min(r.Timeline.Limit, maxTimelineLimit))
+		}
+		// The spec puts lazy-loading on the state filter; clients also set it on the timeline filter.
+		p.lazyMembers = r.State != nil && r.State.LazyLoadMembers || r.Timeline != nil && r.Timeline.LazyLoadMembers
+	}
+	return p
+}

@@ -1,0 +1,516 @@
+package sync
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"slices"
+	"strconv"
+
+	"github.com/hearthmx/homeserver/homeserver/room"
+	"github.com/hearthmx/homeserver/homeserver/spec"
+	"github.com/hearthmx/homeserver/homeserver/storage"
+)
+
+// Assembly of one response. The reads, whatever the number of rooms:
+//
+//	counters (2), the user's memberships (1), account data since the token (1),
+//	new events of every room continuing from the token (1, rarely a few more),
+//	state events and invite state (1-2), client-event extras (redactions, relations: 1-3).
+//
+// Rooms that need more read more: a room whose timeline starts fresh (initial sync, newly
+// joined, left) reads its last events and its state at the timeline start; a room whose timeline
+// skips events (limited, filtered) reads the states it needs to compute the state delta; a room
+// with events the user may not see by history visibility reads the user's membership history.
+
+const (
+	// maxBulkEvents bounds one read of new events for all rooms together.
+	maxBulkEvents = 1000
+	// maxBulkRounds bounds the reads of new events for all rooms together before rooms that still
+	// need events read their own.
+	maxBulkRounds = 4
+	// maxScan bounds the events one room's timeline reads while skipping hidden or filtered ones.
+	maxScan = 1000
+)
+
+// roomJob is one room of rooms.join or rooms.leave while it is assembled.
+type roomJob struct {
+	m        storage.Membership // the user's current membership
+	leave    bool               // rooms.leave (else rooms.join)
+	from, to int64              // the timeline is drawn from (from, to]
+	full     bool               // send the full state at the timeline start, not a delta
+
+	raw     []storage.Event // events read for the timeline, newest first
+	scanned int64           // raw holds every event of (scanned, to]
+	picked  []storage.Event // the timeline, oldest first
+	limited bool
+	vis     *room.Visibility // loaded when an event needs it
+
+	state       []string // state event IDs to send
+	accountData []json.RawMessage
+}
+
+// build assembles one response from since (nil: initial sync) up to the current positions.
+func (s *Service) build(ctx context.Context, req Request, since *Token) (*Response, error) {
+	c := s.store.Read()
+	p := newPlan(req.Filter)
+	// Counters first: every position at or below them has committed. The memberships and account
+	// data read afterwards may be newer; a position we see has committed along with all below it,
+	// so the token moves up to it and stays exact.
+	evPos, err := c.Position(ctx, storage.StreamEvents)
+	if err != nil {
+		return nil, err
+	}
+	adPos, err := c.Position(ctx, storage.StreamAccountData)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := c.RememberedRoomsOfUser(ctx, req.UserID, room.MembershipJoin, room.MembershipInvite, room.MembershipKnock,
+		room.MembershipLeave, room.MembershipBan)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		evPos = max(evPos, m.StreamPos)
+	}
+	var from Token
+	if since != nil {
+		from = *since
+	}
+	ads, err := c.AccountDataSince(ctx, req.Localpart, from.AccountData)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range ads {
+		adPos = max(adPos, a.StreamPos)
+	}
+	to := Token{Events: evPos, AccountData: adPos}
+	if since != nil && since.after(to) {
+		return nil, spec.ErrInvalidParam.With("The since token is ahead of this server")
+	}
+	resp := &Response{NextBatch: to.String(), AccountData: EventList{Events: []json.RawMessage{}},
+		Rooms: Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Knock: map[string]*KnockedRoom{},
+			Leave: map[string]*LeftRoom{}}}
+
+	var jobs []*roomJob
+	var invites []storage.Membership
+	for _, m := range ms {
+		if !p.rooms.room(m.RoomID) {
+			continue
+		}
+		changed := since == nil || m.StreamPos > from.Events
+		switch m.Membership {
+		case room.MembershipJoin:
+			j := &roomJob{m: m, from: from.Events, to: evPos, full: req.FullState}
+			if changed {
+				// Newly joined (or initial): the last events whatever the token, and the full state.
+				j.from, j.full = 0, true
+			}
+			jobs = append(jobs, j)
+		case room.MembershipInvite, room.MembershipKnock:
+			if changed {
+				invites = append(invites, m)
+			}
+		case room.MembershipLeave, room.MembershipBan:
+			if since == nil && !p.includeLeave || since != nil && !changed {
+				continue
+			}
+			jobs = append(jobs, &roomJob{m: m, leave: true, from: from.Events, to: m.StreamPos, full: since == nil || req.FullState})
+		}
+	}
+
+	if err := s.readTimelines(ctx, c, req, p, jobs, from.Events, evPos); err != nil {
+		return nil, err
+	}
+	for _, j := range jobs {
+		if err := s.stateOf(ctx, c, req, p, j, from.Events); err != nil {
+			return nil, err
+		}
+	}
+	byRoom := make(map[string]*roomJob, len(jobs))
+	for _, j := range jobs {
+		byRoom[j.m.RoomID] = j
+	}
+	for _, a := range ads {
+		ev, _ := json.Marshal(map[string]any{"type": a.Type, "content": a.Content})
+		if a.RoomID == "" {
+			if p.accountData.typ(a.Type) {
+				resp.AccountData.Events = append(resp.AccountData.Events, ev)
+			}
+		} else if j := byRoom[a.RoomID]; j != nil && p.roomData.room(a.RoomID) && p.roomData.typ(a.Type) {
+			j.accountData = append(j.accountData, ev)
+		}
+	}
+	if err := s.fillRooms(ctx, c, req, p, jobs, resp); err != nil {
+		return nil, err
+	}
+	if err := s.fillInvites(ctx, c, invites, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// readTimelines picks each room's timeline: the newest p.limit visible events matching the filter
+// in (from, to], and whether more were left out. Rooms continuing from the token share reads of
+// the new events of all of them; the others (and any that need more) read their own.
+func (s *Service) readTimelines(ctx context.Context, c storage.Conn, req Request, p plan, jobs []*roomJob, since, upper int64) error {
+	byRoom := map[string]*roomJob{}
+	var pending []*roomJob
+	for _, j := range jobs {
+		j.scanned = j.to
+		if j.from == since && since > 0 && j.from < j.to {
+			byRoom[j.m.RoomID] = j
+			pending = append(pending, j)
+		}
+	}
+	for round := 0; len(pending) > 0 && round < maxBulkRounds; round++ {
+		ids := make([]string, len(pending))
+		for i, j := range pending {
+			ids[i] = j.m.RoomID
+		}
+		evs, err := c.RoomEventsBetween(ctx, ids, since, upper, maxBulkEvents)
+		if err != nil {
+			return err
+		}
+		floor := since
+		if len(evs) == maxBulkEvents {
+			floor = evs[len(evs)-1].StreamPos - 1
+		}
+		for _, e := range evs {
+			if j := byRoom[e.RoomID]; j != nil && e.StreamPos <= j.to && e.StreamPos > j.from {
+				j.raw = append(j.raw, e)
+			}
+		}
+		next := pending[:0]
+		for _, j := range pending {
+			j.scanned = min(max(floor, j.from), j.scanned)
+			if j.scanned > j.from && len(j.raw) <= p.limit {
+				next = append(next, j)
+			}
+		}
+		pending, upper = next, floor
+	}
+	for _, j := range jobs {
+		if err := s.pick(ctx, c, req, p, j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pick selects one room's timeline from its raw events, reading more of the room when needed.
+func (s *Service) pick(ctx context.Context, c storage.Conn, req Request, p plan, j *roomJob) error {
+	i := 0
+	for {
+		for ; i < len(j.raw) && len(j.picked) <= p.limit; i++ {
+			e := &j.raw[i]
+			ok, err := s.visible(ctx, req, j, e)
+			if err != nil {
+				return err
+			}
+			if ok && p.timeline.event(e) {
+				j.picked = append(j.picked, *e)
+			}
+		}
+		if len(j.picked) > p.limit || j.scanned <= j.from {
+			break
+		}
+		if len(j.raw) >= maxScan {
+			j.limited = true // more may be hidden below; the client can paginate from prev_batch
+			break
+		}
+		batch := max(p.limit+1, 50)
+		more, err := c.RoomEventsBetween(ctx, []string{j.m.RoomID}, j.from, j.scanned, batch)
+		if err != nil {
+			return err
+		}
+		j.raw = append(j.raw, more...)
+		if len(more) < batch {
+			j.scanned = j.from
+		} else {
+			j.scanned = more[len(more)-1].StreamPos - 1
+		}
+	}
+	if len(j.picked) > p.limit {
+		j.limited = true
+		j.picked = j.picked[:p.limit]
+	}
+	slices.Reverse(j.picked)
+	return nil
+}
+
+// visible applies history visibility. Events after the user's latest membership event, when that
+// is a join, are visible without reading anything.
+func (s *Service) visible(ctx context.Context, req Request, j *roomJob, e *storage.Event) (bool, error) {
+	if j.m.Membership == room.MembershipJoin && e.StreamPos > j.m.StreamPos {
+		return true, nil
+	}
+	if j.vis == nil {
+		v, err := s.rooms.LoadVisibility(ctx, req.UserID, j.m.RoomID)
+		if err != nil {
+			return false, err
+		}
+		j.vis = &v
+	}
+	return j.vis.CanSee(e), nil
+}
+
+// stateOf computes the state section of a room: the state at the start of the timeline that the
+// client does not have. For a delta it is, by event ID, what the states at the timeline start and
+// (when the timeline leaves state events out) at its end hold and the state at since did not,
+// without events of the timeline itself.
+func (s *Service) stateOf(ctx context.Context, c storage.Conn, req Request, p plan, j *roomJob, since int64) error {
+	startPos := j.to
+	if len(j.picked) > 0 {
+		startPos = j.picked[0].StreamPos - 1
+	}
+	inTimeline := make(map[string]bool, len(j.picked))
+	for _, e := range j.picked {
+		inTimeline[e.EventID] = true
+	}
+	gap := j.scanned > j.from // events of (from, startPos] exist that the timeline does not show
+	leftOut := false          // state events after the timeline start that it does not show
+	for _, e := range j.raw {
+		if e.StreamPos <= startPos {
+			gap = true
+		} else if e.StateKey != nil && !inTimeline[e.EventID] {
+			leftOut = true
+		}
+	}
+	if !j.full && !gap && !leftOut && !p.lazyMembers {
+		return nil // the timeline is everything since the token: the client has the state before it
+	}
+	prev := storage.StateMap{}
+	var err error
+	if !j.full {
+		if prev, err = c.StateAt(ctx, j.m.RoomID, since); err != nil {
+			return err
+		}
+	}
+	start := prev
+	if j.full || gap {
+		if start, err = c.StateAt(ctx, j.m.RoomID, startPos); err != nil {
+			return err
+		}
+	}
+	out := storage.StateMap{}
+	for k, id := range start {
+		if prev[k] != id && !inTimeline[id] {
+			out[k] = id
+		}
+	}
+	if leftOut {
+		end, err := c.StateAt(ctx, j.m.RoomID, j.to)
+		if err != nil {
+			return err
+		}
+		for k, id := range end {
+			if prev[k] != id && !inTimeline[id] && start[k] != id {
+				out[k] = id
+			}
+		}
+	}
+	if p.lazyMembers {
+		// Members: those of the timeline's senders and, with the full state, the user's own. In a
+		// delta every membership change of the gap stays (the spec requires them).
+		keep := map[string]bool{}
+		for _, e := range j.picked {
+			keep[e.Sender] = true
+		}
+		if j.full {
+			keep[req.UserID] = true
+			for k := range out {
+				if k.Type == room.TypeMember && !keep[k.StateKey] {
+					delete(out, k)
+				}
+			}
+		}
+		for u := range keep {
+			k := storage.StateKey{Type: room.TypeMember, StateKey: u}
+			if id, ok := start[k]; ok && !inTimeline[id] {
+				out[k] = id
+			}
+		}
+	}
+	for _, id := range out {
+		j.state = append(j.state, id)
+	}
+	return nil
+}
+
+// fillRooms turns the jobs into rooms.join and rooms.leave, with one read of the state events and
+// one conversion to client events for all rooms.
+func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p plan, jobs []*roomJob, resp *Response) error {
+	var ids []string
+	for _, j := range jobs {
+		ids = append(ids, j.state...)
+	}
+	stateEvs, err := c.Events(ctx, ids)
+	if err != nil {
+		return err
+	}
+	stateByRoom := map[string][]storage.Event{}
+	for _, e := range stateEvs {
+		if p.state.event(&e) {
+			stateByRoom[e.RoomID] = append(stateByRoom[e.RoomID], e)
+		}
+	}
+	// One list in, one list out: timelines then states, room after room.
+	var all []storage.Event
+	var keep []*roomJob
+	for _, j := range jobs {
+		st := stateByRoom[j.m.RoomID]
+		slices.SortFunc(st, func(a, b storage.Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
+		stateByRoom[j.m.RoomID] = st
+		if !j.leave && !j.full && len(j.picked) == 0 && len(st) == 0 && len(j.accountData) == 0 && !j.limited {
+			continue // nothing new in this room
+		}
+		keep = append(keep, j)
+		all = append(all, j.picked...)
+		all = append(all, st...)
+	}
+	client, err := s.rooms.ClientEvents(ctx, room.Reader{UserID: req.UserID, DeviceID: req.DeviceID}, all)
+	if err != nil {
+		return err
+	}
+	var summaries []string
+	for _, j := range keep {
+		st := stateByRoom[j.m.RoomID]
+		tl := Timeline{Events: nonNil(client[:len(j.picked)]), Limited: j.limited, PrevBatch: "s" + strconv.FormatInt(j.to, 10)}
+		client = client[len(j.picked):]
+		if len(j.picked) > 0 {
+			tl.PrevBatch = room.PrevBatch(j.picked[0])
+		}
+		state := EventList{Events: nonNil(client[:len(st)])}
+		client = client[len(st):]
+		data := EventList{Events: nonNil(j.accountData)}
+		if j.leave {
+			resp.Rooms.Leave[j.m.RoomID] = &LeftRoom{State: state, Timeline: tl, AccountData: data}
+			continue
+		}
+		resp.Rooms.Join[j.m.RoomID] = &JoinedRoom{State: state, Timeline: tl, AccountData: data,
+			Ephemeral: EventList{Events: []json.RawMessage{}}}
+		if j.full || hasMember(j.picked) || hasMember(st) {
+			summaries = append(summaries, j.m.RoomID)
+		}
+	}
+	return s.fillSummaries(ctx, c, req.UserID, summaries, resp)
+}
+
+func hasMember(evs []storage.Event) bool {
+	for _, e := range evs {
+		if e.Type == room.TypeMember {
+			return true
+		}
+	}
+	return false
+}
+
+func nonNil(evs []json.RawMessage) []json.RawMessage {
+	if evs == nil {
+		return []json.RawMessage{}
+	}
+	return evs
+}
+
+// maxHeroes is how many members m.heroes names.
+const maxHeroes = 5
+
+// fillSummaries sets the summary of the joined rooms whose membership may have changed, with one
+// read of their members.
+func (s *Service) fillSummaries(ctx context.Context, c storage.Conn, userID string, roomIDs []string, resp *Response) error {
+	if len(roomIDs) == 0 {
+		return nil
+	}
+	ms, err := c.MembersOfRooms(ctx, roomIDs, room.MembershipJoin, room.MembershipInvite, room.MembershipLeave, room.MembershipBan)
+	if err != nil {
+		return err
+	}
+	sums := make(map[string]*Summary, len(roomIDs))
+	gone := map[string][]string{} // left and banned members, heroes of last resort
+	for _, id := range roomIDs {
+		sums[id] = &Summary{}
+	}
+	for _, m := range ms {
+		sum := sums[m.RoomID]
+		switch m.Membership {
+		case room.MembershipJoin:
+			sum.Joined++
+		case room.MembershipInvite:
+			sum.Invited++
+		}
+		if m.UserID == userID {
+			continue
+		}
+		if m.Membership == room.MembershipJoin || m.Membership == room.MembershipInvite {
+			if len(sum.Heroes) < maxHeroes {
+				sum.Heroes = append(sum.Heroes, m.UserID)
+			}
+		} else if len(gone[m.RoomID]) < maxHeroes {
+			gone[m.RoomID] = append(gone[m.RoomID], m.UserID)
+		}
+	}
+	for id, sum := range sums {
+		if len(sum.Heroes) == 0 {
+			sum.Heroes = gone[id]
+		}
+		resp.Rooms.Join[id].Summary = sum
+	}
+	return nil
+}
+
+// strippedTypes are the state events an invited or knocking user sees (the spec's recommended
+// stripped state), besides their own membership event.
+var strippedTypes = []string{room.TypeCreate, room.TypeJoinRules, "m.room.name", "m.room.avatar", "m.room.topic",
+	"m.room.canonical_alias", "m.room.encryption"}
+
+// fillInvites sets rooms.invite and rooms.knock: stripped state of each room, with two reads for
+// all of them.
+func (s *Service) fillInvites(ctx context.Context, c storage.Conn, ms []storage.Membership, resp *Response) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	roomIDs := make([]string, len(ms))
+	own := make([]string, len(ms))
+	for i, m := range ms {
+		roomIDs[i], own[i] = m.RoomID, m.EventID
+	}
+	evs, err := c.CurrentStateEvents(ctx, roomIDs, strippedTypes)
+	if err != nil {
+		return err
+	}
+	mine, err := c.Events(ctx, own)
+	if err != nil {
+		return err
+	}
+	byRoom := map[string][]json.RawMessage{}
+	slices.SortFunc(evs, func(a, b storage.Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
+	for _, e := range append(evs, mine...) {
+		byRoom[e.RoomID] = append(byRoom[e.RoomID], stripped(e))
+	}
+	for _, m := range ms {
+		list := EventList{Events: nonNil(byRoom[m.RoomID])}
+		if m.Membership == room.MembershipKnock {
+			resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: list}
+		} else {
+			resp.Rooms.Invite[m.RoomID] = &InvitedRoom{InviteState: list}
+		}
+	}
+	return nil
+}
+
+// stripped is the StrippedStateEvent form of a state event: type, state_key, sender, content.
+func stripped(e storage.Event) json.RawMessage {
+	var ev struct {
+		Content  json.RawMessage `json:"content"`
+		Sender   string          `json:"sender"`
+		StateKey string          `json:"state_key"`
+		Type     string          `json:"type"`
+	}
+	_ = json.Unmarshal(e.ClientJSON, &ev)
+	if ev.Content == nil {
+		ev.Content = json.RawMessage("{}")
+	}
+	out, _ := json.Marshal(ev)
+	return out
+}

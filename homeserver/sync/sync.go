@@ -1,0 +1,178 @@
+// Package sync assembles /sync responses from storage by stream position and parks long polls until
+// the notifier says something relevant to the user happened. It keeps no copy of events: every
+// response is read from the one database (DESIGN.md, "Stream positions").
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/hearthmx/homeserver/homeserver/bus"
+	"github.com/hearthmx/homeserver/homeserver/filter"
+	"github.com/hearthmx/homeserver/homeserver/room"
+	"github.com/hearthmx/homeserver/homeserver/storage"
+)
+
+// Service answers /sync.
+type Service struct {
+	store    *storage.Store
+	rooms    *room.Service
+	notifier *Notifier
+	log      *slog.Logger
+	waiting  atomic.Int64
+}
+
+// New builds the service and subscribes its notifier to the bus; Close undoes that.
+func New(ctx context.Context, store *storage.Store, b *bus.Bus, rooms *room.Service, log *slog.Logger) (*Service, error) {
+	n, err := NewNotifier(ctx, store, b, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{store: store, rooms: rooms, notifier: n, log: log}, nil
+}
+
+// Close stops the notifier. Parked long polls keep waiting for their timeout or their client.
+func (s *Service) Close() { s.notifier.Close() }
+
+// Notifier is the service's notifier (transports and tests wake users through it).
+func (s *Service) Notifier() *Notifier { return s.notifier }
+
+// Waiting is the number of long polls parked right now.
+func (s *Service) Waiting() int64 { return s.waiting.Load() }
+
+// Request is one /sync call.
+type Request struct {
+	UserID, Localpart, DeviceID string
+	Since                       string // "" for an initial sync
+	Timeout                     time.Duration
+	FullState                   bool
+	Filter                      filter.Filter
+}
+
+// Response is the /sync response body. Streams that do not exist yet (presence, to-device, device
+// lists, one-time key counts) are left out, which the spec allows.
+type Response struct {
+	NextBatch   string    `json:"next_batch"`
+	Rooms       Rooms     `json:"rooms"`
+	AccountData EventList `json:"account_data"`
+}
+
+// Rooms are the room sections by membership.
+type Rooms struct {
+	Join   map[string]*JoinedRoom  `json:"join"`
+	Invite map[string]*InvitedRoom `json:"invite"`
+	Knock  map[string]*KnockedRoom `json:"knock"`
+	Leave  map[string]*LeftRoom    `json:"leave"`
+}
+
+// EventList is {"events": [...]}; never null.
+type EventList struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+// Timeline is a room's timeline section.
+type Timeline struct {
+	Events    []json.RawMessage `json:"events"`
+	Limited   bool              `json:"limited"`
+	PrevBatch string            `json:"prev_batch,omitempty"`
+}
+
+// JoinedRoom is rooms.join.<roomId>.
+type JoinedRoom struct {
+	Summary             *Summary  `json:"summary,omitempty"`
+	State               EventList `json:"state"`
+	Timeline            Timeline  `json:"timeline"`
+	Ephemeral           EventList `json:"ephemeral"`
+	AccountData         EventList `json:"account_data"`
+	UnreadNotifications Unread    `json:"unread_notifications"`
+}
+
+// Summary is a joined room's summary.
+type Summary struct {
+	Heroes  []string `json:"m.heroes,omitempty"`
+	Joined  int      `json:"m.joined_member_count"`
+	Invited int      `json:"m.invited_member_count"`
+}
+
+// Unread are the notification counts (zero until push rules exist; zero is a valid count).
+type Unread struct {
+	NotificationCount int `json:"notification_count"`
+	HighlightCount    int `json:"highlight_count"`
+}
+
+// InvitedRoom is rooms.invite.<roomId>.
+type InvitedRoom struct {
+	InviteState EventList `json:"invite_state"`
+}
+
+// KnockedRoom is rooms.knock.<roomId>.
+type KnockedRoom struct {
+	KnockState EventList `json:"knock_state"`
+}
+
+// LeftRoom is rooms.leave.<roomId>.
+type LeftRoom struct {
+	State       EventList `json:"state"`
+	Timeline    Timeline  `json:"timeline"`
+	AccountData EventList `json:"account_data"`
+}
+
+// empty reports whether the response tells the client nothing new.
+func (r *Response) empty() bool {
+	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Knock) == 0 && len(r.Rooms.Leave) == 0 &&
+		len(r.AccountData.Events) == 0
+}
+
+// Sync is GET /sync: an initial sync without Since; otherwise everything after Since, waiting up
+// to Timeout for something to arrive. It returns the context's error when the client goes away.
+func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
+	var since *Token
+	if req.Since != "" {
+		t, err := ParseToken(req.Since)
+		if err != nil {
+			return nil, err
+		}
+		since = &t
+	}
+	deadline := time.Now().Add(req.Timeout)
+	for {
+		wake, release := s.notifier.Listen(req.UserID)
+		resp, err := s.build(ctx, req, since)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		wait := time.Until(deadline)
+		if since == nil || req.FullState || !resp.empty() || wait <= 0 {
+			release()
+			return resp, nil
+		}
+		if !s.park(ctx, wake, wait) {
+			release()
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			return resp, nil // timed out: nothing new; next_batch may have moved past irrelevant events
+		}
+		release()
+	}
+}
+
+// park waits for a wake-up (true), the timeout or the end of ctx (false).
+func (s *Service) park(ctx context.Context, wake <-chan struct{}, wait time.Duration) bool {
+	s.waiting.Add(1)
+	defer s.waiting.Add(-1)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-wake:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
