@@ -99,6 +99,9 @@ func (a *API) Routes(r chi.Router) {
 			a.routesRooms(r)
 			a.routesDirectory(r)
 			a.routesSync(r)
+			a.routesTyping(r)
+			a.routesReceipts(r)
+			a.routesPresence(r)
 		})
 	}
 	r.Route("/_matrix/client/v3", client)

@@ -42,8 +42,8 @@ func (a *API) sync(r *http.Request) (any, error) {
 	default:
 		return nil, spec.ErrInvalidParam.With("full_state must be true or false")
 	}
-	switch q.Get("set_presence") {
-	case "", "online", "offline", "unavailable": // presence is not tracked yet
+	switch req.SetPresence = q.Get("set_presence"); req.SetPresence {
+	case "", "online", "offline", "unavailable":
 	default:
 		return nil, spec.ErrInvalidParam.With("set_presence must be online, offline or unavailable")
 	}

@@ -4,6 +4,8 @@ package homeserver
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -26,10 +28,13 @@ import (
 	"github.com/hearthmx/homeserver/homeserver/bus"
 	"github.com/hearthmx/homeserver/homeserver/config"
 	"github.com/hearthmx/homeserver/homeserver/event"
+	"github.com/hearthmx/homeserver/homeserver/presence"
+	"github.com/hearthmx/homeserver/homeserver/receipt"
 	"github.com/hearthmx/homeserver/homeserver/room"
 	"github.com/hearthmx/homeserver/homeserver/signing"
 	"github.com/hearthmx/homeserver/homeserver/storage"
 	hsync "github.com/hearthmx/homeserver/homeserver/sync"
+	"github.com/hearthmx/homeserver/homeserver/typing"
 )
 
 // Version is the server version, set at build time with -ldflags "-X .../homeserver.Version=...".
@@ -45,6 +50,9 @@ type Server struct {
 	Accounts *account.Service
 	Rooms    *room.Service
 	Sync     *hsync.Service
+	Typing   *typing.Service
+	Presence *presence.Service
+	notifier *hsync.Notifier
 	registry *prometheus.Registry
 	handler  http.Handler
 
@@ -96,9 +104,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		return nil, err
 	}
 	s.Rooms = room.New(s.Store, s.Bus, room.Options{ServerName: cfg.ServerName, Key: key, DefaultVersion: defaultVersion}, log)
-	if s.Sync, err = hsync.New(ctx, s.Store, s.Bus, s.Rooms, log); err != nil {
+	// The notifier first: typing and presence wake syncing users through it.
+	if s.notifier, err = hsync.NewNotifier(ctx, s.Store, s.Bus, log); err != nil {
 		return nil, err
 	}
+	node := nodeID()
+	if s.Typing, err = typing.New(s.Bus, node, s.notifier, s.Rooms, log); err != nil {
+		return nil, err
+	}
+	s.Presence, err = presence.New(ctx, presence.Options{Enabled: cfg.Presence.Enabled, Visibility: cfg.Presence.Visibility,
+		IdleTimeout: cfg.Presence.IdleTimeout.D(), OfflineTimeout: cfg.Presence.OfflineTimeout.D()}, s.Store, s.Bus, node, s.notifier, log)
+	if err != nil {
+		return nil, err
+	}
+	s.Sync = hsync.New(s.Store, s.Rooms, s.notifier, hsync.Ephemeral{Typing: s.Typing,
+		Receipts: receipt.New(s.Store, s.Bus, s.Rooms, log), Presence: s.Presence}, log)
 
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r := chi.NewRouter()
@@ -223,10 +243,25 @@ func (s *Server) housekeeping(ctx context.Context) {
 	}
 }
 
-// Close stops the sync notifier and the room writer and releases the bus and the database.
+// nodeID names this process on the bus, so that services sharing in-memory state over it can
+// tell their own messages from other nodes'.
+func nodeID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Close stops the sync notifier, typing, presence and the room writer and releases the bus and
+// the database.
 func (s *Server) Close() {
-	if s.Sync != nil {
-		s.Sync.Close()
+	if s.Typing != nil {
+		s.Typing.Close()
+	}
+	if s.Presence != nil {
+		s.Presence.Close()
+	}
+	if s.notifier != nil {
+		s.notifier.Close()
 	}
 	if s.Rooms != nil {
 		s.Rooms.Close()

@@ -17,6 +17,15 @@ const (
 	SubjectTokenRevoked = "hs.token.revoked"
 	// SubjectAccountData announces new account data: data is the JSON {"user_id": ..., "pos": ...}.
 	SubjectAccountData = "hs.account_data"
+	// SubjectReceipt announces a new receipt: data is the JSON {"room_id": ..., "user_id": ...,
+	// "private": bool, "pos": ...} (pos of the receipts stream).
+	SubjectReceipt = "hs.receipt"
+	// SubjectTyping carries typing changes, which live in memory on every node: data is the JSON
+	// {"room_id": ..., "user_id": ..., "typing": bool, "expires_ms": ..., "node": ...}.
+	SubjectTyping = "hs.typing"
+	// SubjectPresence carries a user's presence state (changes and rate-limited heartbeats), which
+	// lives in memory on every node: data is the JSON of presence.wireState.
+	SubjectPresence = "hs.presence"
 )
 
 // SubjectRoomEvent is where a room's new stream positions are announced after commit: data is

@@ -33,6 +33,7 @@ type Config struct {
 	HTTP           HTTP         `yaml:"http"`
 	RateLimits     RateLimits   `yaml:"rate_limits"`
 	RoomVersions   RoomVersions `yaml:"room_versions"`
+	Presence       Presence     `yaml:"presence"`
 }
 
 // Listen says where the server accepts connections.
@@ -140,6 +141,23 @@ type RoomVersions struct {
 	Default string `yaml:"default"`
 }
 
+// Presence configures presence (online / unavailable / offline, status messages).
+type Presence struct {
+	// Enabled tracks and shares presence; off, the presence endpoints still answer (everyone is
+	// offline) and nothing is sent.
+	Enabled bool `yaml:"enabled"`
+	// LocalOnly keeps presence on this server: it is not sent to other servers, and theirs is
+	// ignored.
+	LocalOnly bool `yaml:"local_only"`
+	// Visibility says who may read a user's presence with GET /presence: shared_rooms (users who
+	// share a room with them) or everyone.
+	Visibility string `yaml:"visibility"`
+	// IdleTimeout: an online user without activity for this long becomes unavailable.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// OfflineTimeout: a user without a sync for this long becomes offline.
+	OfflineTimeout Duration `yaml:"offline_timeout"`
+}
+
 // Default returns the configuration used when there is no config file.
 func Default() *Config {
 	return &Config{
@@ -166,6 +184,12 @@ func Default() *Config {
 			PerUser: Rate{PerSecond: 5, Burst: 50},
 		},
 		RoomVersions: RoomVersions{Default: "11"},
+		Presence: Presence{
+			Enabled:        true,
+			Visibility:     "shared_rooms",
+			IdleTimeout:    Duration(5 * time.Minute),
+			OfflineTimeout: Duration(30 * time.Second),
+		},
 	}
 }
 
@@ -336,6 +360,17 @@ func (c *Config) Validate() []Problem {
 		if !validIPOrCIDR(p) {
 			add(fmt.Sprintf("rate_limits.exempt_ips[%d]", i), "must be an IP address or CIDR, got %q", p)
 		}
+	}
+	switch c.Presence.Visibility {
+	case "shared_rooms", "everyone":
+	default:
+		add("presence.visibility", "must be shared_rooms or everyone, got %q", c.Presence.Visibility)
+	}
+	if c.Presence.IdleTimeout < Duration(100*time.Millisecond) {
+		add("presence.idle_timeout", "must be at least 100ms")
+	}
+	if c.Presence.OfflineTimeout < Duration(100*time.Millisecond) {
+		add("presence.offline_timeout", "must be at least 100ms")
 	}
 	if !knownRoomVersion(c.RoomVersions.Default) {
 		add("room_versions.default", "must be one of %s, got %q", strings.Join(RoomVersionsSupported, ", "), c.RoomVersions.Default)

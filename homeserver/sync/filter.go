@@ -49,6 +49,11 @@ func (m *matcher) typ(t string) bool {
 	return (m.types == nil || matchAnyGlob(m.types, t)) && !matchAnyGlob(m.notTypes, t)
 }
 
+// sender reports whether a sender matches.
+func (m *matcher) sender(s string) bool {
+	return (m.senders == nil || slices.Contains(m.senders, s)) && !slices.Contains(m.notSenders, s)
+}
+
 // event reports whether a stored event matches (room, type, sender and contains_url).
 func (m *matcher) event(e *storage.Event) bool {
 	if !m.room(e.RoomID) || !m.typ(e.Type) {
@@ -115,18 +120,25 @@ type plan struct {
 	state        matcher
 	roomData     matcher // room.account_data
 	accountData  matcher // global account_data
+	ephemeral    matcher // room.ephemeral
+	presence     matcher
 	limit        int
 	lazyMembers  bool
 	includeLeave bool
+	// threadCounts: unread_notifications count the main timeline only, and
+	// unread_thread_notifications hold each thread's counts.
+	threadCounts bool
 }
 
 func newPlan(f filter.Filter) plan {
-	p := plan{limit: defaultTimelineLimit, accountData: eventMatcher(f.AccountData)}
+	p := plan{limit: defaultTimelineLimit, accountData: eventMatcher(f.AccountData), presence: eventMatcher(f.Presence)}
 	if r := f.Room; r != nil {
 		p.rooms = matcher{rooms: r.Rooms, notRooms: r.NotRooms}
 		p.timeline = roomEventMatcher(r.Timeline)
 		p.state = roomEventMatcher(r.State)
 		p.roomData = roomEventMatcher(r.AccountData)
+		p.ephemeral = roomEventMatcher(r.Ephemeral)
+		p.threadCounts = r.Timeline != nil && r.Timeline.UnreadThreadNotifications
 		p.includeLeave = r.IncludeLeave
 		if r.Timeline != nil && r.Timeline.Limit > 0 {
 			p.limit = int(min(r.Timeline.Limit, maxTimelineLimit))

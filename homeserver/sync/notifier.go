@@ -16,12 +16,16 @@ import (
 //
 //	room writer ── hs.room.<id> {room_id,pos} ──┐   (core NATS: every node sees every notice)
 //	account    ── hs.account_data {user,pos} ───┤
+//	receipts   ── hs.receipt {room,user,private}┤
+//	typing     ── WakeRoom(room) ───────────────┤   (in-process: typing and presence share
+//	presence   ── WakeSharing(users) ───────────┤    their state over their own subjects)
 //	                                            ▼
 //	        subscription callback: append to pending, kick the worker (never blocks)
 //	                                            ▼
 //	        worker: drain pending; one query for the membership events up to the highest
-//	        position; update room → joined users; wake the joined users of each room, the
-//	        targets of membership events and the owners of account data
+//	        position; one query for the rooms of users whose presence changed; update room →
+//	        joined users; wake the joined users of each room, the targets of membership events,
+//	        the owners of account data and private receipts
 //	                                            ▼
 //	        per user: close the channel the parked long polls wait on, start a new one
 //
@@ -60,12 +64,25 @@ type signal struct {
 	waiters int
 }
 
-// notice is one message of the bus: a room event (RoomID set) or a user's account data.
+// notice is one message of the bus: a room event (RoomID set) or a user's account data; or one
+// wake-up asked in-process (kind set).
 type notice struct {
-	RoomID string `json:"room_id"`
-	UserID string `json:"user_id"`
-	Pos    int64  `json:"pos"`
+	RoomID  string `json:"room_id"`
+	UserID  string `json:"user_id"`
+	Pos     int64  `json:"pos"`
+	Private bool   `json:"private"` // receipts: only the user sees it
+
+	kind noticeKind
 }
+
+type noticeKind uint8
+
+const (
+	kindEvent       noticeKind = iota // room event or account data
+	kindRoom                          // wake the room's members; no event position
+	kindUser                          // wake the user
+	kindSharingUser                   // wake the user and everyone sharing a room with them
+)
 
 // NewNotifier subscribes to the bus (nil: no subscriptions, for tests that call Wake directly) and
 // starts the worker; Close stops both.
@@ -77,8 +94,9 @@ func NewNotifier(ctx context.Context, store *storage.Store, b *bus.Bus, log *slo
 	n := &Notifier{store: store, log: log, users: map[string]*signal{}, kick: make(chan struct{}, 1),
 		rooms: map[string]map[string]struct{}{}, lastPos: pos, stop: make(chan struct{})}
 	if b != nil {
-		for _, subject := range []string{bus.SubjectRoomEvents, bus.SubjectAccountData} {
-			sub, err := b.Subscribe(subject, n.receive)
+		for subject, fn := range map[string]func([]byte){bus.SubjectRoomEvents: n.receive, bus.SubjectAccountData: n.receive,
+			bus.SubjectReceipt: n.receiveReceipt} {
+			sub, err := b.Subscribe(subject, fn)
 			if err != nil {
 				n.Close()
 				return nil, err
@@ -158,6 +176,36 @@ func (n *Notifier) receive(data []byte) {
 		n.log.Warn("sync notifier: bad notice", "data", string(data))
 		return
 	}
+	n.enqueue(m)
+}
+
+// receiveReceipt is the bus callback of receipts: the room's members, or the user alone for a
+// private receipt.
+func (n *Notifier) receiveReceipt(data []byte) {
+	var m notice
+	if err := json.Unmarshal(data, &m); err != nil || m.RoomID == "" || m.UserID == "" {
+		n.log.Warn("sync notifier: bad receipt notice", "data", string(data))
+		return
+	}
+	if m.Private {
+		n.enqueue(notice{UserID: m.UserID, kind: kindUser})
+	} else {
+		n.enqueue(notice{RoomID: m.RoomID, kind: kindRoom})
+	}
+}
+
+// WakeRoom wakes the joined members of a room (typing changes).
+func (n *Notifier) WakeRoom(roomID string) { n.enqueue(notice{RoomID: roomID, kind: kindRoom}) }
+
+// WakeSharing wakes the users and everyone joined to a room with one of them (presence changes).
+// Calls that arrive together are handled with one query.
+func (n *Notifier) WakeSharing(userIDs ...string) {
+	for _, u := range userIDs {
+		n.enqueue(notice{UserID: u, kind: kindSharingUser})
+	}
+}
+
+func (n *Notifier) enqueue(m notice) {
 	n.pendingMu.Lock()
 	n.pending = append(n.pending, m)
 	n.pendingMu.Unlock()
@@ -189,15 +237,32 @@ func (n *Notifier) process(batch []notice) {
 	wake := map[string]struct{}{}
 	roomsHit := map[string]struct{}{}
 	var maxPos int64
+	var sharing []string
 	for _, m := range batch {
-		if m.RoomID != "" {
+		switch {
+		case m.kind == kindRoom:
+			roomsHit[m.RoomID] = struct{}{}
+		case m.kind == kindSharingUser:
+			wake[m.UserID] = struct{}{}
+			sharing = append(sharing, m.UserID)
+		case m.RoomID != "":
 			roomsHit[m.RoomID] = struct{}{}
 			maxPos = max(maxPos, m.Pos)
-		} else {
+		default:
 			wake[m.UserID] = struct{}{}
 		}
 	}
 	trusted := true
+	if len(sharing) > 0 {
+		rooms, err := n.store.Read().JoinedRoomsOfUsers(ctx, sharing)
+		if err != nil {
+			n.log.Error("sync notifier: read rooms of users", "err", err)
+			trusted = false
+		}
+		for _, r := range rooms {
+			roomsHit[r] = struct{}{}
+		}
+	}
 	if maxPos > n.lastPos {
 		changes, err := n.store.Read().MembershipChangesBetween(ctx, n.lastPos, maxPos)
 		if err != nil {

@@ -14,9 +14,13 @@ import (
 
 // Assembly of one response. The reads, whatever the number of rooms:
 //
-//	counters (2), the user's memberships (1), account data since the token (1),
+//	counters (3), the user's memberships (1), account data since the token (1),
 //	new events of every room continuing from the token (1, rarely a few more),
-//	state events and invite state (1-2), client-event extras (redactions, relations: 1-3).
+//	state events and invite state (1-2), client-event extras (redactions, relations: 1-3),
+//	receipts since the token (0-2: only when the receipts stream moved, or a room is new),
+//	users sharing a room (0-1: only when presence changed), unread counts of the rooms sent (0-1).
+//
+// Typing comes from memory.
 //
 // Rooms that need more read more: a room whose timeline starts fresh (initial sync, newly
 // joined, left) reads its last events and its state at the timeline start; a room whose timeline
@@ -48,6 +52,7 @@ type roomJob struct {
 
 	state       []string // state event IDs to send
 	accountData []json.RawMessage
+	ephemeral   []json.RawMessage
 }
 
 // build assembles one response from since (nil: initial sync) up to the current positions.
@@ -62,6 +67,10 @@ func (s *Service) build(ctx context.Context, req Request, since *Token) (*Respon
 		return nil, err
 	}
 	adPos, err := c.Position(ctx, storage.StreamAccountData)
+	if err != nil {
+		return nil, err
+	}
+	rcPos, err := c.Position(ctx, storage.StreamReceipts)
 	if err != nil {
 		return nil, err
 	}
@@ -84,11 +93,17 @@ func (s *Service) build(ctx context.Context, req Request, since *Token) (*Respon
 	for _, a := range ads {
 		adPos = max(adPos, a.StreamPos)
 	}
-	to := Token{Events: evPos, AccountData: adPos}
+	to := Token{Events: evPos, AccountData: adPos, Receipts: rcPos}
 	if since != nil && since.after(to) {
 		return nil, spec.ErrInvalidParam.With("The since token is ahead of this server")
 	}
-	resp := &Response{NextBatch: to.String(), AccountData: EventList{Events: []json.RawMessage{}},
+	if s.eph.Typing != nil {
+		to.Typing = s.eph.Typing.Position(from.Typing)
+	}
+	if s.eph.Presence != nil {
+		to.Presence = s.eph.Presence.Position(from.Presence)
+	}
+	resp := &Response{AccountData: EventList{Events: []json.RawMessage{}}, Presence: EventList{Events: []json.RawMessage{}},
 		Rooms: Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Knock: map[string]*KnockedRoom{},
 			Leave: map[string]*LeftRoom{}}}
 
@@ -141,12 +156,22 @@ func (s *Service) build(ctx context.Context, req Request, since *Token) (*Respon
 			j.accountData = append(j.accountData, ev)
 		}
 	}
+	if to.Receipts, err = s.ephemeral(ctx, c, req, p, jobs, from, to); err != nil {
+		return nil, err
+	}
+	if err := s.fillPresence(ctx, req, p, from, to, resp); err != nil {
+		return nil, err
+	}
 	if err := s.fillRooms(ctx, c, req, p, jobs, resp); err != nil {
+		return nil, err
+	}
+	if err := s.fillUnread(ctx, c, req, p, resp); err != nil {
 		return nil, err
 	}
 	if err := s.fillInvites(ctx, c, invites, resp); err != nil {
 		return nil, err
 	}
+	resp.NextBatch = to.String()
 	return resp, nil
 }
 
@@ -362,7 +387,7 @@ func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p 
 		st := stateByRoom[j.m.RoomID]
 		slices.SortFunc(st, func(a, b storage.Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
 		stateByRoom[j.m.RoomID] = st
-		if !j.leave && !j.full && len(j.picked) == 0 && len(st) == 0 && len(j.accountData) == 0 && !j.limited {
+		if !j.leave && !j.full && len(j.picked) == 0 && len(st) == 0 && len(j.accountData) == 0 && len(j.ephemeral) == 0 && !j.limited {
 			continue // nothing new in this room
 		}
 		keep = append(keep, j)
@@ -389,7 +414,7 @@ func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p 
 			continue
 		}
 		resp.Rooms.Join[j.m.RoomID] = &JoinedRoom{State: state, Timeline: tl, AccountData: data,
-			Ephemeral: EventList{Events: []json.RawMessage{}}}
+			Ephemeral: EventList{Events: nonNil(j.ephemeral)}}
 		if j.full || hasMember(j.picked) || hasMember(st) {
 			summaries = append(summaries, j.m.RoomID)
 		}

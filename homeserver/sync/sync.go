@@ -10,10 +10,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hearthmx/homeserver/homeserver/bus"
 	"github.com/hearthmx/homeserver/homeserver/filter"
+	"github.com/hearthmx/homeserver/homeserver/presence"
+	"github.com/hearthmx/homeserver/homeserver/receipt"
 	"github.com/hearthmx/homeserver/homeserver/room"
 	"github.com/hearthmx/homeserver/homeserver/storage"
+	"github.com/hearthmx/homeserver/homeserver/typing"
 )
 
 // Service answers /sync.
@@ -21,21 +23,36 @@ type Service struct {
 	store    *storage.Store
 	rooms    *room.Service
 	notifier *Notifier
+	eph      Ephemeral
 	log      *slog.Logger
 	waiting  atomic.Int64
 }
 
-// New builds the service and subscribes its notifier to the bus; Close undoes that.
-func New(ctx context.Context, store *storage.Store, b *bus.Bus, rooms *room.Service, log *slog.Logger) (*Service, error) {
-	n, err := NewNotifier(ctx, store, b, log)
-	if err != nil {
-		return nil, err
-	}
-	return &Service{store: store, rooms: rooms, notifier: n, log: log}, nil
+// Ephemeral are the services of the streams that are not room events: /sync reads typing and
+// presence from them, and the client API's handlers of those streams reach them through Service.
+type Ephemeral struct {
+	Typing   *typing.Service
+	Receipts *receipt.Service
+	Presence *presence.Service
+}
+
+// New builds the service around a notifier (NewNotifier, built first so the ephemeral services can
+// wake users through it); Close stops the notifier.
+func New(store *storage.Store, rooms *room.Service, n *Notifier, eph Ephemeral, log *slog.Logger) *Service {
+	return &Service{store: store, rooms: rooms, notifier: n, eph: eph, log: log}
 }
 
 // Close stops the notifier. Parked long polls keep waiting for their timeout or their client.
 func (s *Service) Close() { s.notifier.Close() }
+
+// Typing is the typing service (PUT /typing).
+func (s *Service) Typing() *typing.Service { return s.eph.Typing }
+
+// Receipts is the receipt service (POST /receipt, /read_markers).
+func (s *Service) Receipts() *receipt.Service { return s.eph.Receipts }
+
+// Presence is the presence service (PUT and GET /presence).
+func (s *Service) Presence() *presence.Service { return s.eph.Presence }
 
 // Notifier is the service's notifier (transports and tests wake users through it).
 func (s *Service) Notifier() *Notifier { return s.notifier }
@@ -50,13 +67,15 @@ type Request struct {
 	Timeout                     time.Duration
 	FullState                   bool
 	Filter                      filter.Filter
+	SetPresence                 string // "", online, unavailable or offline
 }
 
-// Response is the /sync response body. Streams that do not exist yet (presence, to-device, device
-// lists, one-time key counts) are left out, which the spec allows.
+// Response is the /sync response body. Streams that do not exist yet (to-device, device lists,
+// one-time key counts) are left out, which the spec allows.
 type Response struct {
 	NextBatch   string    `json:"next_batch"`
 	Rooms       Rooms     `json:"rooms"`
+	Presence    EventList `json:"presence"`
 	AccountData EventList `json:"account_data"`
 }
 
@@ -88,6 +107,8 @@ type JoinedRoom struct {
 	Ephemeral           EventList `json:"ephemeral"`
 	AccountData         EventList `json:"account_data"`
 	UnreadNotifications Unread    `json:"unread_notifications"`
+	// UnreadThreadNotifications are per thread root, when the filter asks for them.
+	UnreadThreadNotifications map[string]Unread `json:"unread_thread_notifications,omitempty"`
 }
 
 // Summary is a joined room's summary.
@@ -97,7 +118,8 @@ type Summary struct {
 	Invited int      `json:"m.invited_member_count"`
 }
 
-// Unread are the notification counts (zero until push rules exist; zero is a valid count).
+// Unread are the notification counts: until push rules exist, the messages of others after the
+// user's read receipt, none of them highlighted.
 type Unread struct {
 	NotificationCount int `json:"notification_count"`
 	HighlightCount    int `json:"highlight_count"`
@@ -123,7 +145,7 @@ type LeftRoom struct {
 // empty reports whether the response tells the client nothing new.
 func (r *Response) empty() bool {
 	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Knock) == 0 && len(r.Rooms.Leave) == 0 &&
-		len(r.AccountData.Events) == 0
+		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0
 }
 
 // Sync is GET /sync: an initial sync without Since; otherwise everything after Since, waiting up
@@ -136,6 +158,9 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			return nil, err
 		}
 		since = &t
+	}
+	if p := s.eph.Presence; p != nil {
+		defer p.Syncing(req.UserID, req.SetPresence)()
 	}
 	deadline := time.Now().Add(req.Timeout)
 	for {

@@ -8,35 +8,52 @@ import (
 )
 
 // Token is a position in every stream /sync reads: a next_batch names, per stream, the last
-// position the client has. Each part is a position of a storage stream counter, which commits in
-// order (the counter row stays locked until its transaction commits), so "every change at or
-// below the position" is a set that never grows after the token was handed out.
+// position the client has. Events, account data and receipts are positions of storage stream
+// counters, which commit in order (the counter row stays locked until its transaction commits), so
+// "every change at or below the position" is a set that never grows after the token was handed
+// out. Typing and presence live in memory on every node; their positions come from a clock of
+// wall-clock milliseconds that never goes back on a node (see packages typing and presence).
 //
 // Text form: "s" then the parts in a fixed order, joined by "_":
 //
-//	s<events>_<account_data>
+//	s<events>_<account_data>_<receipts>_<typing>_<presence>
 //
-// New streams (to-device, receipts, typing, presence, device lists) are appended as further parts.
-// A token with fewer parts reads the missing ones as 0 (an older server's token: the client gets
-// those streams from the start); parts beyond the ones known are ignored. "s<events>" alone is the
-// room package's stream token (/messages accepts our tokens and we accept its).
+// New streams (to-device, device lists) are appended as further parts. A token with fewer parts
+// reads the missing ones as 0 (an older server's token: the client gets those streams from the
+// start, which for receipts, typing and presence is their current state); parts beyond the ones
+// known are ignored. "s<events>" alone is the room package's stream token (/messages accepts our
+// tokens and we accept its).
 type Token struct {
 	Events      int64
 	AccountData int64
+	Receipts    int64
+	Typing      int64
+	Presence    int64
+}
+
+// parts are the token's positions in text order.
+func (t Token) parts() [5]int64 {
+	return [5]int64{t.Events, t.AccountData, t.Receipts, t.Typing, t.Presence}
 }
 
 // String is the token's text form.
 func (t Token) String() string {
-	b := make([]byte, 0, 24)
+	b := make([]byte, 0, 64)
 	b = append(b, 's')
-	b = strconv.AppendInt(b, t.Events, 10)
-	b = append(b, '_')
-	b = strconv.AppendInt(b, t.AccountData, 10)
+	for i, p := range t.parts() {
+		if i > 0 {
+			b = append(b, '_')
+		}
+		b = strconv.AppendInt(b, p, 10)
+	}
 	return string(b)
 }
 
-// after reports whether any part of t is ahead of u.
-func (t Token) after(u Token) bool { return t.Events > u.Events || t.AccountData > u.AccountData }
+// after reports whether any database-backed part of t is ahead of u. Typing and presence are left
+// out: their clocks are per node, and a node catches up with a token it is shown.
+func (t Token) after(u Token) bool {
+	return t.Events > u.Events || t.AccountData > u.AccountData || t.Receipts > u.Receipts
+}
 
 // ParseToken reads a token's text form; anything else is M_INVALID_PARAM.
 func ParseToken(s string) (Token, error) {
@@ -45,7 +62,7 @@ func ParseToken(s string) (Token, error) {
 		return Token{}, bad
 	}
 	parts := strings.Split(s[1:], "_")
-	var pos [2]int64
+	var pos [5]int64
 	for i, p := range parts {
 		n, err := strconv.ParseInt(p, 10, 64)
 		if err != nil || n < 0 || p != strconv.FormatInt(n, 10) {
@@ -55,5 +72,5 @@ func ParseToken(s string) (Token, error) {
 			pos[i] = n
 		}
 	}
-	return Token{Events: pos[0], AccountData: pos[1]}, nil
+	return Token{Events: pos[0], AccountData: pos[1], Receipts: pos[2], Typing: pos[3], Presence: pos[4]}, nil
 }
