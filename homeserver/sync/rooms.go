@@ -415,6 +415,12 @@ func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p 
 		}
 		resp.Rooms.Join[j.m.RoomID] = &JoinedRoom{State: state, Timeline: tl, AccountData: data,
 			Ephemeral: EventList{Events: nonNil(j.ephemeral)}}
+		for i := len(j.picked) - 1; i >= 0; i-- {
+			if j.picked[i].Sender != req.UserID {
+				resp.delivered = append(resp.delivered, j.picked[i])
+				break
+			}
+		}
 		if j.full || hasMember(j.picked) || hasMember(st) {
 			summaries = append(summaries, j.m.RoomID)
 		}

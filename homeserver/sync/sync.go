@@ -77,6 +77,10 @@ type Response struct {
 	Rooms       Rooms     `json:"rooms"`
 	Presence    EventList `json:"presence"`
 	AccountData EventList `json:"account_data"`
+
+	// delivered are, per joined room, the newest timeline event of the response that another
+	// user sent: what a delivery receipt is recorded for once the response goes out.
+	delivered []storage.Event
 }
 
 // Rooms are the room sections by membership.
@@ -173,6 +177,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 		wait := time.Until(deadline)
 		if since == nil || req.FullState || !resp.empty() || wait <= 0 {
 			release()
+			s.recordDelivery(req, resp)
 			return resp, nil
 		}
 		if !s.park(ctx, wake, wait) {
@@ -200,4 +205,20 @@ func (s *Service) park(ctx context.Context, wake <-chan struct{}, wait time.Dura
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// recordDelivery writes the delivery receipts of a response that is going out, off the request's
+// path: a failure only delays the receipt to the next response.
+func (s *Service) recordDelivery(req Request, resp *Response) {
+	if s.eph.Receipts == nil || len(resp.delivered) == 0 {
+		return
+	}
+	evs := resp.delivered
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.eph.Receipts.Delivered(ctx, receipt.User{UserID: req.UserID, Localpart: req.Localpart}, evs); err != nil {
+			s.log.Warn("delivery receipt", "user_id", req.UserID, "err", err)
+		}
+	}()
 }
