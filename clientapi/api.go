@@ -4,6 +4,7 @@
 package clientapi
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,11 +30,21 @@ type API struct {
 	perIP, perUser *limiter
 	exemptNets     []*net.IPNet
 	trustedProxies []*net.IPNet
+	// streams is cancelled by StopStreams when the server shuts down, ending SSE and WebSocket
+	// streams, which http.Server.Shutdown does not wait out or close by itself.
+	streams     context.Context
+	stopStreams context.CancelFunc
 }
+
+// StopStreams ends every open SSE and WebSocket sync stream (at server shutdown).
+func (a *API) StopStreams() { a.stopStreams() }
 
 // New builds the client API. reg receives the HTTP metrics (nil for none).
 func New(cfg *config.Config, accounts *account.Service, rooms *room.Service, syncer *hsync.Service, log *slog.Logger, reg prometheus.Registerer) *API {
+	streams, stop := context.WithCancel(context.Background())
 	return &API{
+		streams:        streams,
+		stopStreams:    stop,
 		cfg:            cfg,
 		accounts:       accounts,
 		rooms:          rooms,
@@ -117,4 +128,5 @@ func (a *API) Routes(r chi.Router) {
 		})
 	})
 	r.Route("/_synapse/admin/v1", a.routesAdmin)
+	a.routesSyncStreams(r) // SSE and WebSocket sync under /_matrix/client/unstable/dev.hearth
 }

@@ -126,7 +126,8 @@ func withCORS(next http.Handler) http.Handler {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", "*")
 		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
-		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
+		// The spec's three, plus Last-Event-ID for resuming the SSE sync stream from a browser.
+		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization, Last-Event-ID")
 		if r.Method == http.MethodOptions {
 			w.WriteHeader(http.StatusOK)
 			return

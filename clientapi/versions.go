@@ -14,8 +14,11 @@ var specVersions = []string{
 // versions is GET /_matrix/client/versions.
 func (a *API) versions(_ *http.Request) (any, error) {
 	return map[string]any{
-		"versions":          specVersions,
-		"unstable_features": map[string]bool{},
+		"versions": specVersions,
+		"unstable_features": map[string]bool{
+			"dev.hearth.sync_sse": true, // GET /_matrix/client/unstable/dev.hearth/sync/sse (docs/sync.md)
+			"dev.hearth.sync_ws":  true, // GET /_matrix/client/unstable/dev.hearth/sync/ws (docs/sync.md)
+		},
 	}, nil
 }
 

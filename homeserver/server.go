@@ -55,6 +55,7 @@ type Server struct {
 	notifier *hsync.Notifier
 	registry *prometheus.Registry
 	handler  http.Handler
+	api      *clientapi.API
 
 	client, metrics net.Listener
 }
@@ -123,6 +124,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r := chi.NewRouter()
 	api := clientapi.New(cfg, s.Accounts, s.Rooms, s.Sync, log, s.registry)
+	s.api = api
 	api.Wrap(r)
 	api.Routes(r)
 	federation.New(s.Accounts, Version).Routes(r)
@@ -178,7 +180,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
-	servers := []*http.Server{s.httpServer(s.handler)}
+	client := s.httpServer(s.handler)
+	client.RegisterOnShutdown(s.api.StopStreams) // streaming syncs end instead of holding shutdown
+	servers := []*http.Server{client}
 	listeners := []net.Listener{s.client}
 	s.log.Info("listening", "client_api", "http://"+s.ClientAddr(), "public_baseurl", s.cfg.BaseURL(), "server_name", s.cfg.ServerName)
 	if s.metrics != nil {
@@ -315,3 +319,6 @@ func pprofHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
+
+// API is the client API (for tests that need its hooks).
+func (s *Server) API() *clientapi.API { return s.api }

@@ -146,8 +146,8 @@ type LeftRoom struct {
 	AccountData EventList `json:"account_data"`
 }
 
-// empty reports whether the response tells the client nothing new.
-func (r *Response) empty() bool {
+// Empty reports whether the response tells the client nothing new.
+func (r *Response) Empty() bool {
 	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Knock) == 0 && len(r.Rooms.Leave) == 0 &&
 		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0
 }
@@ -175,7 +175,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			return nil, err
 		}
 		wait := time.Until(deadline)
-		if since == nil || req.FullState || !resp.empty() || wait <= 0 {
+		if since == nil || req.FullState || !resp.Empty() || wait <= 0 {
 			release()
 			s.recordDelivery(req, resp)
 			return resp, nil
