@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"math"
+	"strings"
 )
 
 // TopoPos is a position in a room's topological order: events are ordered by (depth, stream_pos).
@@ -83,7 +84,9 @@ func (c Conn) RelatedEvents(ctx context.Context, ids []string, relTypes ...strin
 	for _, t := range relTypes {
 		args = append(args, t)
 	}
-	return collect(ctx, c, `SELECT `+eventColumns+` FROM events WHERE relates_to IN (`+placeholders(1, len(ids))+`)
+	// "relates_to <> ''" lets SQLite use the partial index events_relates; without it the planner
+	// cannot prove the bound IDs are non-empty and scans the table.
+	return collect(ctx, c, `SELECT `+eventColumns+` FROM events WHERE relates_to <> '' AND relates_to IN (`+placeholders(1, len(ids))+`)
 		AND rel_type IN (`+placeholders(len(ids)+1, len(relTypes))+`) AND stream_pos IS NOT NULL AND NOT rejected
 		ORDER BY depth, stream_pos`, args, scanEventRows)
 }
@@ -91,7 +94,7 @@ func (c Conn) RelatedEvents(ctx context.Context, ids []string, relTypes ...strin
 // Relations pages through the events relating to one event, optionally of one rel_type and event
 // type, by stream position (backward: newest first).
 func (c Conn) Relations(ctx context.Context, roomID, eventID, relType, eventType string, from int64, backward bool, limit int) ([]Event, error) {
-	q := `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND relates_to = $2 AND stream_pos IS NOT NULL AND NOT rejected
+	q := `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND relates_to <> '' AND relates_to = $2 AND stream_pos IS NOT NULL AND NOT rejected
 		AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4) AND `
 	if backward {
 		q += `stream_pos < $5 ORDER BY stream_pos DESC LIMIT $6`
@@ -115,7 +118,7 @@ func (c Conn) ThreadRoots(ctx context.Context, roomID, participant string, befor
 	}
 	return collect(ctx, c, `SELECT t.relates_to, MAX(t.stream_pos) AS latest FROM events t
 		JOIN events root ON root.event_id = t.relates_to AND root.room_id = t.room_id
-		WHERE t.room_id = $1 AND t.rel_type = 'm.thread' AND t.stream_pos IS NOT NULL AND NOT t.rejected
+		WHERE t.relates_to <> '' AND t.room_id = $1 AND t.rel_type = 'm.thread' AND t.stream_pos IS NOT NULL AND NOT t.rejected
 		GROUP BY t.relates_to, root.sender
 		HAVING MAX(t.stream_pos) < $2 AND ($3 = '' OR root.sender = $3 OR SUM(CASE WHEN t.sender = $3 THEN 1 ELSE 0 END) > 0)
 		ORDER BY latest DESC LIMIT $4`, []any{roomID, before, participant, limit},
@@ -129,7 +132,37 @@ func (c Conn) ThreadRoots(ctx context.Context, roomID, participant string, befor
 // counting redacted annotations.
 func (c Conn) HasAnnotation(ctx context.Context, roomID, target, sender, typ, key string) (bool, error) {
 	var n int
-	err := c.scanOne(ctx, `SELECT COUNT(*) FROM events WHERE room_id = $1 AND relates_to = $2 AND rel_type = 'm.annotation'
+	err := c.scanOne(ctx, `SELECT COUNT(*) FROM events WHERE relates_to <> '' AND room_id = $1 AND relates_to = $2 AND rel_type = 'm.annotation'
 		AND sender = $3 AND type = $4 AND rel_key = $5 AND redacted_by = ''`, []any{roomID, target, sender, typ, key}, &n)
 	return n > 0, err
+}
+
+// ExplainRelationQueries returns SQLite's query plans of the relation lookups (for a test that
+// keeps them on the index).
+func (s *Store) ExplainRelationQueries(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{}
+	for name, q := range map[string]string{
+		"RelatedEvents": `EXPLAIN QUERY PLAN SELECT event_id FROM events WHERE relates_to <> '' AND relates_to IN ($1, $2)
+			AND rel_type IN ($3, $4) AND stream_pos IS NOT NULL AND NOT rejected`,
+		"HasAnnotation": `EXPLAIN QUERY PLAN SELECT COUNT(*) FROM events WHERE relates_to <> '' AND room_id = $1 AND relates_to = $2
+			AND rel_type = 'm.annotation' AND sender = $3 AND type = $4 AND rel_key = $5 AND redacted_by = ''`,
+	} {
+		rows, err := s.read.QueryContext(ctx, q, "a", "b", "c", "d", "e")
+		if err != nil {
+			return nil, err
+		}
+		var plan strings.Builder
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			plan.WriteString(detail + "\n")
+		}
+		rows.Close()
+		out[name] = plan.String()
+	}
+	return out, nil
 }
