@@ -14,6 +14,7 @@ import (
 
 	"github.com/hearthmx/homeserver/homeserver/account"
 	"github.com/hearthmx/homeserver/homeserver/config"
+	"github.com/hearthmx/homeserver/homeserver/push"
 	"github.com/hearthmx/homeserver/homeserver/room"
 	"github.com/hearthmx/homeserver/homeserver/spec"
 	hsync "github.com/hearthmx/homeserver/homeserver/sync"
@@ -24,6 +25,7 @@ type API struct {
 	cfg            *config.Config
 	accounts       *account.Service
 	rooms          *room.Service
+	push           *push.Service
 	syncer         *hsync.Service
 	log            *slog.Logger
 	metrics        *metrics
@@ -40,7 +42,7 @@ type API struct {
 func (a *API) StopStreams() { a.stopStreams() }
 
 // New builds the client API. reg receives the HTTP metrics (nil for none).
-func New(cfg *config.Config, accounts *account.Service, rooms *room.Service, syncer *hsync.Service, log *slog.Logger, reg prometheus.Registerer) *API {
+func New(cfg *config.Config, accounts *account.Service, rooms *room.Service, pushRules *push.Service, syncer *hsync.Service, log *slog.Logger, reg prometheus.Registerer) *API {
 	streams, stop := context.WithCancel(context.Background())
 	return &API{
 		streams:        streams,
@@ -48,6 +50,7 @@ func New(cfg *config.Config, accounts *account.Service, rooms *room.Service, syn
 		cfg:            cfg,
 		accounts:       accounts,
 		rooms:          rooms,
+		push:           pushRules,
 		syncer:         syncer,
 		log:            log,
 		metrics:        newMetrics(reg),
@@ -113,6 +116,7 @@ func (a *API) Routes(r chi.Router) {
 			a.routesTyping(r)
 			a.routesReceipts(r)
 			a.routesPresence(r)
+			a.routesPushRules(r)
 		})
 	}
 	r.Route("/_matrix/client/v3", client)

@@ -13,7 +13,7 @@ import (
 func TestClientIP(t *testing.T) {
 	cfg := config.Default()
 	cfg.HTTP.TrustedProxies = []string{"10.0.0.0/8", "127.0.0.1"}
-	a := New(cfg, nil, nil, nil, nil, nil)
+	a := New(cfg, nil, nil, nil, nil, nil, nil)
 	cases := []struct {
 		peer, xff, want string
 	}{

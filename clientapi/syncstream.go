@@ -103,4 +103,3 @@ func (st *syncStream) poll(ctx context.Context, wait time.Duration) (resp *hsync
 	}
 	return resp, deliver, nil
 }
-

@@ -29,6 +29,7 @@ import (
 	"github.com/hearthmx/homeserver/homeserver/config"
 	"github.com/hearthmx/homeserver/homeserver/event"
 	"github.com/hearthmx/homeserver/homeserver/presence"
+	"github.com/hearthmx/homeserver/homeserver/push"
 	"github.com/hearthmx/homeserver/homeserver/receipt"
 	"github.com/hearthmx/homeserver/homeserver/room"
 	"github.com/hearthmx/homeserver/homeserver/signing"
@@ -123,7 +124,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r := chi.NewRouter()
-	api := clientapi.New(cfg, s.Accounts, s.Rooms, s.Sync, log, s.registry)
+	api := clientapi.New(cfg, s.Accounts, s.Rooms, push.New(s.Store, s.Bus, log), s.Sync, log, s.registry)
 	s.api = api
 	api.Wrap(r)
 	api.Routes(r)

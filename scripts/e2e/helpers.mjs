@@ -43,6 +43,22 @@ const LEVELS = ["trace", "debug", "info", "warn", "error", "silent"];
 const SDK_LOG_LEVEL = LEVELS.includes(process.env.HS_E2E_SDK_LOG) ? process.env.HS_E2E_SDK_LOG : "silent";
 sdkGlobalLogger.setLevel(SDK_LOG_LEVEL, false);
 
+// The SDK's child loggers (e.g. MatrixRTCSession's, created while a client syncs) start at
+// DEBUG whatever the parent's level; give every child, recursively, the level chosen above.
+function inheritLevel(parent) {
+    const getChild = parent.getChild;
+    parent.getChild = (prefix) => {
+        const child = getChild.call(parent, prefix);
+        child.setLevel(SDK_LOG_LEVEL, false);
+        if (!child.e2eInheritsLevel) {
+            child.e2eInheritsLevel = true;
+            inheritLevel(child);
+        }
+        return child;
+    };
+}
+inheritLevel(sdkGlobalLogger);
+
 function makeLogger(prefix = "") {
     const min = LEVELS.indexOf(SDK_LOG_LEVEL);
     const out = (level) =>
