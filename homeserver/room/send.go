@@ -39,17 +39,10 @@ func (s *Service) Redact(ctx context.Context, roomID string, from Sender, target
 	}
 	var id string
 	err := s.write(ctx, func(t *txn) error {
-		o := appendOpts{}
-		if from.TxnID != "" {
-			o = appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID,
-				txnKey: txnKey("redact", roomID, target, from.TxnID), txnID: from.TxnID}
-			prev, err := t.c.TransactionEvent(t.ctx, from.Localpart, from.DeviceID, o.txnKey)
-			if err == nil {
-				id = prev
-				return nil
-			} else if !errors.Is(err, storage.ErrNotFound) {
-				return err
-			}
+		o, prev, err := t.transaction(from, "redact", roomID, target)
+		if err != nil || prev != "" {
+			id = prev
+			return err
 		}
 		rs, err := t.room(roomID)
 		if err != nil {
@@ -129,13 +122,11 @@ func (s *Service) appendOne(ctx context.Context, roomID string, from Sender, pro
 	var id string
 	err := s.write(ctx, func(t *txn) error {
 		o := appendOpts{}
-		if txnScope != "" && from.TxnID != "" {
-			o = appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID, txnKey: txnKey(txnScope, from.TxnID), txnID: from.TxnID}
-			prev, err := t.c.TransactionEvent(t.ctx, from.Localpart, from.DeviceID, o.txnKey)
-			if err == nil {
+		if txnScope != "" {
+			var prev string
+			var err error
+			if o, prev, err = t.transaction(from, txnScope); err != nil || prev != "" {
 				id = prev
-				return nil
-			} else if !errors.Is(err, storage.ErrNotFound) {
 				return err
 			}
 		}
@@ -199,6 +190,22 @@ func (s *Service) ResolveAlias(ctx context.Context, alias string) (roomID, creat
 		return "", "", spec.ErrNotFound.With("Room alias not found")
 	}
 	return roomID, creator, err
+}
+
+// transaction prepares the idempotency record of a request scoped by scope (the request path's
+// parts) and returns the event an earlier request with the same transaction ID produced, if any.
+// Without a transaction ID there is nothing to record.
+func (t *txn) transaction(from Sender, scope ...string) (appendOpts, string, error) {
+	if from.TxnID == "" {
+		return appendOpts{}, "", nil
+	}
+	o := appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID,
+		txnKey: txnKey(append(scope, from.TxnID)...), txnID: from.TxnID}
+	prev, err := t.c.TransactionEvent(t.ctx, from.Localpart, from.DeviceID, o.txnKey)
+	if errors.Is(err, storage.ErrNotFound) {
+		return o, "", nil
+	}
+	return o, prev, err
 }
 
 // txnKey joins the parts of a transaction's scope unambiguously (a JSON array; no NUL bytes, which
