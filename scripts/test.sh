@@ -32,6 +32,10 @@ HS_PORT=""
 HS_LOG=""
 FAILED=()
 E2E_SECRET=e2e-secret
+# Presence timeouts of the e2e servers (presence.idle_timeout / offline_timeout; at least 100ms),
+# short so that signals.test.mjs sees a user go offline within seconds. The tests get them too.
+E2E_PRESENCE_IDLE_TIMEOUT=2s
+E2E_PRESENCE_OFFLINE_TIMEOUT=3s
 
 section() { printf '\n========== %s ==========\n' "$*"; }
 note() { printf '>>> %s\n' "$*"; }
@@ -103,7 +107,8 @@ start_homeserver() {
 			export HS_SERVER_NAME=localhost HS_DATA_DIR="$data" \
 				HS_LISTEN_CLIENT="127.0.0.1:$HS_PORT" HS_REGISTRATION_ENABLED=true \
 				HS_REGISTRATION_SHARED_SECRET="$E2E_SECRET" HS_RATE_LIMITS_ENABLED=false \
-				HS_DATABASE_BACKEND="$backend"
+				HS_DATABASE_BACKEND="$backend" HS_PRESENCE_IDLE_TIMEOUT="$E2E_PRESENCE_IDLE_TIMEOUT" \
+				HS_PRESENCE_OFFLINE_TIMEOUT="$E2E_PRESENCE_OFFLINE_TIMEOUT"
 			if [[ -n "$dsn" ]]; then export HS_DATABASE_POSTGRES_DSN="$dsn"; fi
 			exec "$WORK/homeserver" run
 		) >"$HS_LOG" 2>&1 </dev/null &
@@ -173,7 +178,8 @@ run_e2e() {
 		(
 			cd scripts/e2e
 			export HS_E2E_BASE_URL="http://127.0.0.1:$HS_PORT" HS_E2E_SHARED_SECRET="$E2E_SECRET" \
-				HS_E2E_SERVER_NAME=localhost
+				HS_E2E_SERVER_NAME=localhost HS_E2E_PRESENCE_IDLE_TIMEOUT="$E2E_PRESENCE_IDLE_TIMEOUT" \
+				HS_E2E_PRESENCE_OFFLINE_TIMEOUT="$E2E_PRESENCE_OFFLINE_TIMEOUT"
 			timeout --foreground -k 15s "${HS_E2E_TIMEOUT:-8m}" \
 				node --test --test-force-exit --test-concurrency=1 \
 				--test-reporter=spec --test-reporter-destination=stdout "$@" </dev/null
