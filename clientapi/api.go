@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearthmx/homeserver/homeserver/account"
 	"github.com/hearthmx/homeserver/homeserver/config"
+	"github.com/hearthmx/homeserver/homeserver/filter"
 	"github.com/hearthmx/homeserver/homeserver/push"
 	"github.com/hearthmx/homeserver/homeserver/room"
 	"github.com/hearthmx/homeserver/homeserver/spec"
@@ -36,6 +38,10 @@ type API struct {
 	// streams, which http.Server.Shutdown does not wait out or close by itself.
 	streams     context.Context
 	stopStreams context.CancelFunc
+
+	// filters are the stored filters /sync named, parsed (shared: read, never modify them).
+	filtersMu sync.Mutex
+	filters   map[parsedFilterKey]filter.Filter
 }
 
 // StopStreams ends every open SSE and WebSocket sync stream (at server shutdown).

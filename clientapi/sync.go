@@ -63,6 +63,13 @@ func (a *API) syncFilter(r *http.Request, localpart, raw string) (filter.Filter,
 	}
 	data := []byte(raw)
 	if !strings.HasPrefix(strings.TrimSpace(raw), "{") {
+		k := parsedFilterKey{localpart, raw}
+		a.filtersMu.Lock()
+		f, ok := a.filters[k]
+		a.filtersMu.Unlock()
+		if ok {
+			return f, nil // stored filters never change
+		}
 		stored, err := a.accounts.Filter(r.Context(), localpart, raw)
 		var se *spec.Error
 		if errors.As(err, &se) && se.Code == spec.ErrNotFound.Code {
@@ -71,7 +78,24 @@ func (a *API) syncFilter(r *http.Request, localpart, raw string) (filter.Filter,
 		if err != nil {
 			return filter.Filter{}, err
 		}
-		data = stored
+		f, err = filter.Parse(stored)
+		if err != nil {
+			return f, err
+		}
+		a.filtersMu.Lock()
+		if a.filters == nil || len(a.filters) >= maxParsedFilters {
+			a.filters = map[parsedFilterKey]filter.Filter{}
+		}
+		a.filters[k] = f
+		a.filtersMu.Unlock()
+		return f, nil
 	}
 	return filter.Parse(data)
 }
+
+// parsedFilterKey names a stored filter: its owner and ID.
+type parsedFilterKey struct{ localpart, id string }
+
+// maxParsedFilters bounds the parsed stored filters kept (every /sync names one); when full the
+// cache starts over.
+const maxParsedFilters = 50_000

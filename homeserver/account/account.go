@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/hearthmx/homeserver/homeserver/bus"
@@ -33,6 +34,15 @@ type Service struct {
 	log   *slog.Logger
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+
+	// filters caches stored filters, which never change once stored (every /sync names one).
+	filtersMu gosync.Mutex
+	filters   map[filterKey]json.RawMessage
+}
+
+type filterKey struct {
+	localpart string
+	id        int64
 }
 
 // New builds the service.

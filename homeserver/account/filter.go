@@ -43,9 +43,28 @@ func (s *Service) Filter(ctx context.Context, localpart, filterID string) (json.
 	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != filterID {
 		return nil, notFound
 	}
-	data, err := s.store.Read().Filter(ctx, localpart, id)
+	k := filterKey{localpart, id}
+	s.filtersMu.Lock()
+	data, ok := s.filters[k]
+	s.filtersMu.Unlock()
+	if ok {
+		return data, nil
+	}
+	data, err = s.store.Read().Filter(ctx, localpart, id)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, notFound
 	}
-	return data, err
+	if err != nil {
+		return nil, err
+	}
+	s.filtersMu.Lock()
+	if s.filters == nil || len(s.filters) >= maxCachedFilters {
+		s.filters = map[filterKey]json.RawMessage{}
+	}
+	s.filters[k] = data
+	s.filtersMu.Unlock()
+	return data, nil
 }
+
+// maxCachedFilters bounds the filter cache; when full it starts over.
+const maxCachedFilters = 50_000

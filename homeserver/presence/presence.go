@@ -466,7 +466,11 @@ type Event struct {
 // Changed returns the m.presence events of the users who share a room with viewer (viewer
 // included) whose presence changed after position since, up to position upTo. It reads the
 // database only when something changed.
-func (s *Service) Changed(ctx context.Context, viewer string, since, upTo int64) ([]Event, error) {
+//
+// sharing, when not nil, may answer which of the users changed share a room with viewer without
+// reading the database (ok false: read it).
+func (s *Service) Changed(ctx context.Context, viewer string, since, upTo int64,
+	sharing func(users []string) (shared map[string]bool, ok bool)) ([]Event, error) {
 	if !s.opts.Enabled || since >= upTo {
 		return nil, nil
 	}
@@ -481,13 +485,19 @@ func (s *Service) Changed(ctx context.Context, viewer string, since, upTo int64)
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	shared, err := s.store.Read().UsersSharingRoomWith(ctx, viewer)
-	if err != nil {
-		return nil, err
+	share, ok := map[string]bool(nil), false
+	if sharing != nil {
+		share, ok = sharing(ids)
 	}
-	share := make(map[string]bool, len(shared)+1)
-	for _, u := range shared {
-		share[u] = true
+	if !ok {
+		shared, err := s.store.Read().UsersSharingRoomWith(ctx, viewer)
+		if err != nil {
+			return nil, err
+		}
+		share = make(map[string]bool, len(shared)+1)
+		for _, u := range shared {
+			share[u] = true
+		}
 	}
 	share[viewer] = true
 	now := time.Now().UnixMilli()

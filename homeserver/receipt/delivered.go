@@ -27,17 +27,36 @@ func (s *Service) Delivered(ctx context.Context, u User, newest []storage.Event)
 	if len(newest) == 0 {
 		return nil
 	}
-	raw, err := s.store.Read().GetAccountData(ctx, u.Localpart, "", OptInType)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	on, err := s.OptedIn(ctx, u.Localpart)
+	if err != nil || !on {
 		return err
 	}
+	return s.DeliveredOptedIn(ctx, u, newest)
+}
+
+// OptedIn reads whether the user opted in to sending delivery receipts.
+func (s *Service) OptedIn(ctx context.Context, localpart string) (bool, error) {
+	raw, err := s.store.Read().GetAccountData(ctx, localpart, "", OptInType)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return OptInEnabled(raw), nil
+}
+
+// OptInEnabled reads the content of OptInType account data.
+func OptInEnabled(content json.RawMessage) bool {
 	var opt struct {
 		Enabled bool `json:"enabled"`
 	}
-	if json.Unmarshal(raw, &opt) != nil || !opt.Enabled {
+	return json.Unmarshal(content, &opt) == nil && opt.Enabled
+}
+
+// DeliveredOptedIn is Delivered for a caller that knows u opted in.
+func (s *Service) DeliveredOptedIn(ctx context.Context, u User, newest []storage.Event) error {
+	if len(newest) == 0 {
 		return nil
 	}
 	type announce struct {
@@ -46,7 +65,7 @@ func (s *Service) Delivered(ctx context.Context, u User, newest []storage.Event)
 	}
 	var done []announce
 	ts := time.Now().UnixMilli()
-	err = s.store.Write(ctx, func(c storage.Conn) error {
+	err := s.store.Write(ctx, func(c storage.Conn) error {
 		done = nil
 		for _, e := range newest {
 			pos, err := c.PutReceipt(ctx, storage.Receipt{RoomID: e.RoomID, UserID: u.UserID, Type: TypeDelivered,

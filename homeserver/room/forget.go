@@ -13,6 +13,7 @@ import (
 // that membership changes (a new invite or join). A room the user never had a membership in has
 // nothing to forget.
 func (s *Service) Forget(ctx context.Context, roomID, userID string) error {
+	defer s.forgets.Add(1) // after the commit (and after a failure: a spurious count costs a read)
 	return s.write(ctx, func(t *txn) error {
 		id, err := t.c.CurrentStateEvent(t.ctx, roomID, TypeMember, userID)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -31,6 +32,10 @@ func (s *Service) Forget(ctx context.Context, roomID, userID string) error {
 		return t.c.ForgetRoom(t.ctx, userID, roomID, id)
 	})
 }
+
+// Forgets counts the forgets of this node so far: lists of a user's rooms kept in memory (sync)
+// taken before a forget are not used after it.
+func (s *Service) Forgets() int64 { return s.forgets.Load() }
 
 // Forgotten reports whether the user forgot the room at their current membership (lists of the
 // user's rooms, such as /sync's left rooms, leave such rooms out).

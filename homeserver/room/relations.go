@@ -24,14 +24,24 @@ const (
 // bundledRelations computes the m.relations bundle (spec "Aggregations of child events") of each
 // event that has children: the thread summary, the latest edit and references. Children the
 // reader may not see are left out. One query for the whole page.
-func (s *Service) bundledRelations(ctx context.Context, c storage.Conn, r Reader, evs []storage.Event) (map[string]json.RawMessage, error) {
+// With upTo > 0 the read is shared (ClientEventsUpTo).
+func (s *Service) bundledRelations(ctx context.Context, c storage.Conn, r Reader, evs []storage.Event, upTo int64) (map[string]json.RawMessage, error) {
 	ids := make([]string, 0, len(evs))
 	for _, e := range evs {
 		if e.RedactedBy == "" {
 			ids = append(ids, e.EventID)
 		}
 	}
-	children, err := c.RelatedEvents(ctx, ids, RelThread, RelReplace, RelReference)
+	read := func(ctx context.Context) ([]storage.Event, error) {
+		return c.RelatedEvents(ctx, ids, RelThread, RelReplace, RelReference)
+	}
+	var children []storage.Event
+	var err error
+	if upTo > 0 && len(ids) > 0 {
+		children, err = s.related.Get(ctx, relatedKey{strings.Join(ids, "\x00"), upTo}, read)
+	} else {
+		children, err = read(ctx)
+	}
 	if err != nil || len(children) == 0 {
 		return nil, err
 	}

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hearthmx/homeserver/homeserver/bus"
+	"github.com/hearthmx/homeserver/homeserver/coalesce"
 	"github.com/hearthmx/homeserver/homeserver/event"
 	"github.com/hearthmx/homeserver/homeserver/signing"
 	"github.com/hearthmx/homeserver/homeserver/spec"
@@ -52,6 +54,16 @@ type Service struct {
 	checkers map[event.Version]*Checker
 	stop     chan struct{}
 	wg       sync.WaitGroup
+
+	// related shares the relation reads of the /sync responses that carry the same events up
+	// to the same stream position (ClientEventsUpTo).
+	related *coalesce.Cache[relatedKey, []storage.Event]
+	forgets atomic.Int64 // Forgets
+}
+
+type relatedKey struct {
+	ids  string
+	upTo int64
 }
 
 // maxBatch bounds how many jobs one transaction carries.
@@ -67,7 +79,7 @@ type job struct {
 func New(store *storage.Store, b *bus.Bus, opts Options, log *slog.Logger) *Service {
 	s := &Service{store: store, bus: b, opts: opts, log: log, Now: time.Now,
 		jobs: make(chan *job, 1024), rooms: make(map[string]*roomState), checkers: make(map[event.Version]*Checker),
-		stop: make(chan struct{})}
+		stop: make(chan struct{}), related: coalesce.NewCache[relatedKey, []storage.Event](3*time.Second, 4096)}
 	s.wg.Add(1)
 	go s.writer()
 	return s

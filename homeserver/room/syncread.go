@@ -31,6 +31,14 @@ func (s *Service) ClientEvents(ctx context.Context, r Reader, evs []storage.Even
 	return s.clientEvents(ctx, s.store.Read(), r, evs)
 }
 
+// ClientEventsUpTo is ClientEvents for callers that have seen every event up to stream position
+// upTo committed (sync): callers asking for the same events up to the same position share the
+// read of their relations, and for a few seconds after it (a child event committed in between
+// shows up as if the read had come a little earlier; the child itself comes later in the stream).
+func (s *Service) ClientEventsUpTo(ctx context.Context, r Reader, evs []storage.Event, upTo int64) ([]json.RawMessage, error) {
+	return s.clientEventsAt(ctx, s.store.Read(), r, evs, upTo)
+}
+
 // PrevBatch is the /messages token of the boundary just before a timeline event: paginating
 // backwards from it returns the events before e, without e.
 func PrevBatch(e storage.Event) string {

@@ -13,6 +13,11 @@ import (
 // per-request unsigned spliced in (age, transaction_id for the sending device, redacted_because,
 // bundled m.relations), without decoding the events.
 func (s *Service) clientEvents(ctx context.Context, c storage.Conn, r Reader, evs []storage.Event) ([]json.RawMessage, error) {
+	return s.clientEventsAt(ctx, c, r, evs, 0)
+}
+
+// clientEventsAt is clientEvents; upTo > 0 shares the relation read (ClientEventsUpTo).
+func (s *Service) clientEventsAt(ctx context.Context, c storage.Conn, r Reader, evs []storage.Event, upTo int64) ([]json.RawMessage, error) {
 	if len(evs) == 0 {
 		return nil, nil
 	}
@@ -34,7 +39,7 @@ func (s *Service) clientEvents(ctx context.Context, c storage.Conn, r Reader, ev
 			because[red.EventID] = red.ClientJSON
 		}
 	}
-	bundles, err := s.bundledRelations(ctx, c, r, evs)
+	bundles, err := s.bundledRelations(ctx, c, r, evs, upTo)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,9 @@
 package storage
 
-import "context"
+import (
+	"context"
+	"database/sql"
+)
 
 // Stream names of stream_counters.
 const (
@@ -40,4 +43,28 @@ func (c Conn) LockPosition(ctx context.Context, stream string) (int64, error) {
 // SetPosition stores the last position allocated under LockPosition.
 func (c Conn) SetPosition(ctx context.Context, stream string, pos int64) error {
 	return c.execOne(ctx, `UPDATE stream_counters SET pos = $2 WHERE name = $1`, stream, pos)
+}
+
+// Positions reads the latest allocated positions of several streams with one query (0 for a
+// stream with none).
+func (c Conn) Positions(ctx context.Context, streams ...string) (map[string]int64, error) {
+	rows, err := collect(ctx, c, `SELECT name, pos FROM stream_counters WHERE name IN (`+placeholders(1, len(streams))+`)`,
+		stringArgs(streams), func(r *sql.Rows) (struct {
+			name string
+			pos  int64
+		}, error) {
+			var x struct {
+				name string
+				pos  int64
+			}
+			return x, r.Scan(&x.name, &x.pos)
+		})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int64, len(streams))
+	for _, r := range rows {
+		out[r.name] = r.pos
+	}
+	return out, nil
 }

@@ -80,17 +80,17 @@ type UnreadCount struct {
 // m.room.encrypted) of other users than userID after the user's read-up-to mark: the latest of
 // their m.read and m.read.private receipts that cover the message (unthreaded ones always; a
 // threaded one for the message's thread, "main" for messages outside threads). One query for all
-// rooms, grouped by room and thread root.
-func (c Conn) UnreadCounts(ctx context.Context, userID string, roomIDs []string) ([]UnreadCount, error) {
+// rooms, grouped by room and thread root. Only messages at or below stream position upTo count.
+func (c Conn) UnreadCounts(ctx context.Context, userID string, roomIDs []string, upTo int64) ([]UnreadCount, error) {
 	var out []UnreadCount
 	for start := 0; start < len(roomIDs); start += maxRoomsPerQuery {
 		chunk := roomIDs[start:min(start+maxRoomsPerQuery, len(roomIDs))]
 		n := len(chunk)
 		u := `$` + itoa(n+1)
-		args := append(stringArgs(chunk), userID)
+		args := append(stringArgs(chunk), userID, upTo)
 		cs, err := collect(ctx, c, `SELECT e.room_id, CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to ELSE '' END, COUNT(*)
 			FROM events e
-			WHERE e.room_id IN (`+placeholders(1, n)+`) AND e.stream_pos IS NOT NULL
+			WHERE e.room_id IN (`+placeholders(1, n)+`) AND e.stream_pos IS NOT NULL AND e.stream_pos <= $`+itoa(n+2)+`
 				AND e.type IN ('m.room.message', 'm.room.encrypted') AND e.sender <> `+u+`
 				AND NOT e.rejected AND NOT e.soft_failed AND e.redacted_by = ''
 				AND e.stream_pos > COALESCE((SELECT MAX(r.event_pos) FROM receipts r
@@ -105,6 +105,28 @@ func (c Conn) UnreadCounts(ctx context.Context, userID string, roomIDs []string)
 			return nil, err
 		}
 		out = append(out, cs...)
+	}
+	return out, nil
+}
+
+// ReadMarks lists a user's m.read and m.read.private receipts in the given rooms (what unread
+// counts are measured from), by primary key.
+func (c Conn) ReadMarks(ctx context.Context, userID string, roomIDs []string) ([]Receipt, error) {
+	var out []Receipt
+	for start := 0; start < len(roomIDs); start += maxRoomsPerQuery {
+		chunk := roomIDs[start:min(start+maxRoomsPerQuery, len(roomIDs))]
+		n := len(chunk)
+		args := append(stringArgs(chunk), userID)
+		rs, err := collect(ctx, c, `SELECT room_id, receipt_type, thread_id, event_pos FROM receipts
+			WHERE room_id IN (`+placeholders(1, n)+`) AND user_id = $`+itoa(n+1)+` AND receipt_type IN ('m.read', 'm.read.private')`,
+			args, func(r *sql.Rows) (Receipt, error) {
+				x := Receipt{UserID: userID}
+				return x, r.Scan(&x.RoomID, &x.Type, &x.ThreadID, &x.EventPos)
+			})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rs...)
 	}
 	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 
 	"github.com/hearthmx/homeserver/homeserver/receipt"
+	"github.com/hearthmx/homeserver/homeserver/room"
 	"github.com/hearthmx/homeserver/homeserver/storage"
 )
 
@@ -71,11 +72,22 @@ func (s *Service) ephemeral(ctx context.Context, c storage.Conn, req Request, p 
 
 // fillPresence sets the presence section: the users sharing a room with the user whose presence
 // changed after the token.
-func (s *Service) fillPresence(ctx context.Context, req Request, p plan, from, to Token, resp *Response) error {
+//
+// ms are the user's memberships, current at position to.Events: who shares a room with the user
+// comes from the notifier's room index when it is as current.
+func (s *Service) fillPresence(ctx context.Context, req Request, p plan, from, to Token, ms []storage.Membership, resp *Response) error {
 	if s.eph.Presence == nil || !p.presence.typ("m.presence") {
 		return nil
 	}
-	evs, err := s.eph.Presence.Changed(ctx, req.UserID, from.Presence, to.Presence)
+	var joined []string
+	for _, m := range ms {
+		if m.Membership == room.MembershipJoin {
+			joined = append(joined, m.RoomID)
+		}
+	}
+	evs, err := s.eph.Presence.Changed(ctx, req.UserID, from.Presence, to.Presence, func(users []string) (map[string]bool, bool) {
+		return s.notifier.JoinedAmong(joined, users, to.Events)
+	})
 	if err != nil {
 		return err
 	}
@@ -84,33 +96,6 @@ func (s *Service) fillPresence(ctx context.Context, req Request, p plan, from, t
 			raw, _ := json.Marshal(e)
 			resp.Presence.Events = append(resp.Presence.Events, raw)
 		}
-	}
-	return nil
-}
-
-// fillUnread sets the unread counts of the joined rooms in the response, with one query for all.
-func (s *Service) fillUnread(ctx context.Context, c storage.Conn, req Request, p plan, resp *Response) error {
-	if len(resp.Rooms.Join) == 0 {
-		return nil
-	}
-	ids := make([]string, 0, len(resp.Rooms.Join))
-	for id := range resp.Rooms.Join {
-		ids = append(ids, id)
-	}
-	counts, err := c.UnreadCounts(ctx, req.UserID, ids)
-	if err != nil {
-		return err
-	}
-	for _, n := range counts {
-		r := resp.Rooms.Join[n.RoomID]
-		if n.ThreadID == "" || !p.threadCounts {
-			r.UnreadNotifications.NotificationCount += n.Count
-			continue
-		}
-		if r.UnreadThreadNotifications == nil {
-			r.UnreadThreadNotifications = map[string]Unread{}
-		}
-		r.UnreadThreadNotifications[n.ThreadID] = Unread{NotificationCount: n.Count}
 	}
 	return nil
 }

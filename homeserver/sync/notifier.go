@@ -49,9 +49,14 @@ type Notifier struct {
 	pending   []notice
 	kick      chan struct{}
 
-	// Owned by the worker goroutine.
+	// Written by the worker goroutine only, under roomsMu (JoinedAmong reads them).
+	roomsMu gosync.RWMutex
 	rooms   map[string]map[string]struct{} // room → joined users
 	lastPos int64                          // membership events applied up to here
+
+	// members is the per-user membership cache of the sync service, fed with the membership
+	// events the worker reads.
+	members *memberCache
 
 	subs []interface{ Unsubscribe() error }
 	stop chan struct{}
@@ -92,7 +97,7 @@ func NewNotifier(ctx context.Context, store *storage.Store, b *bus.Bus, log *slo
 		return nil, err
 	}
 	n := &Notifier{store: store, log: log, users: map[string]*signal{}, kick: make(chan struct{}, 1),
-		rooms: map[string]map[string]struct{}{}, lastPos: pos, stop: make(chan struct{})}
+		rooms: map[string]map[string]struct{}{}, lastPos: pos, stop: make(chan struct{}), members: newMemberCache(store, pos)}
 	if b != nil {
 		for subject, fn := range map[string]func([]byte){bus.SubjectRoomEvents: n.receive, bus.SubjectAccountData: n.receive,
 			bus.SubjectReceipt: n.receiveReceipt} {
@@ -269,6 +274,7 @@ func (n *Notifier) process(batch []notice) {
 			n.log.Error("sync notifier: read membership changes", "err", err)
 			trusted = false
 		} else {
+			n.roomsMu.Lock()
 			n.lastPos = maxPos
 			for _, ch := range changes {
 				wake[ch.UserID] = struct{}{}
@@ -282,6 +288,8 @@ func (n *Notifier) process(batch []notice) {
 					delete(members, ch.UserID)
 				}
 			}
+			n.roomsMu.Unlock()
+			n.members.apply(changes, maxPos)
 		}
 	}
 	for roomID := range roomsHit {
@@ -297,7 +305,9 @@ func (n *Notifier) process(batch []notice) {
 			for _, m := range ms {
 				members[m.UserID] = struct{}{}
 			}
+			n.roomsMu.Lock()
 			n.rooms[roomID] = members
+			n.roomsMu.Unlock()
 		}
 		for u := range members {
 			wake[u] = struct{}{}
@@ -312,4 +322,31 @@ func (n *Notifier) process(batch []notice) {
 		users = append(users, u)
 	}
 	n.Wake(users...)
+}
+
+// JoinedAmong returns which of users are joined to at least one of rooms, from the room index, if
+// the index holds every one of the rooms and every membership event up to position pos (ok false
+// otherwise: ask storage).
+func (n *Notifier) JoinedAmong(rooms, users []string, pos int64) (map[string]bool, bool) {
+	n.roomsMu.RLock()
+	defer n.roomsMu.RUnlock()
+	if n.lastPos < pos {
+		return nil, false
+	}
+	sets := make([]map[string]struct{}, len(rooms))
+	for i, r := range rooms {
+		if sets[i] = n.rooms[r]; sets[i] == nil {
+			return nil, false
+		}
+	}
+	out := map[string]bool{}
+	for _, u := range users {
+		for _, set := range sets {
+			if _, ok := set[u]; ok {
+				out[u] = true
+				break
+			}
+		}
+	}
+	return out, true
 }

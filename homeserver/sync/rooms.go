@@ -50,6 +50,8 @@ type roomJob struct {
 	limited bool
 	vis     *room.Visibility // loaded when an event needs it
 
+	membersChanged bool // the state section holds membership changes (not only lazy-loaded members)
+
 	state       []string // state event IDs to send
 	accountData []json.RawMessage
 	ephemeral   []json.RawMessage
@@ -62,20 +64,12 @@ func (s *Service) build(ctx context.Context, req Request, since *Token) (*Respon
 	// Counters first: every position at or below them has committed. The memberships and account
 	// data read afterwards may be newer; a position we see has committed along with all below it,
 	// so the token moves up to it and stays exact.
-	evPos, err := c.Position(ctx, storage.StreamEvents)
+	pos, err := s.positions.Read(ctx)
 	if err != nil {
 		return nil, err
 	}
-	adPos, err := c.Position(ctx, storage.StreamAccountData)
-	if err != nil {
-		return nil, err
-	}
-	rcPos, err := c.Position(ctx, storage.StreamReceipts)
-	if err != nil {
-		return nil, err
-	}
-	ms, err := c.RememberedRoomsOfUser(ctx, req.UserID, room.MembershipJoin, room.MembershipInvite, room.MembershipKnock,
-		room.MembershipLeave, room.MembershipBan)
+	evPos, adPos, rcPos := pos[storage.StreamEvents], pos[storage.StreamAccountData], pos[storage.StreamReceipts]
+	ms, err := s.memberships(ctx, c, req.UserID, evPos, since == nil)
 	if err != nil {
 		return nil, err
 	}
@@ -86,9 +80,13 @@ func (s *Service) build(ctx context.Context, req Request, since *Token) (*Respon
 	if since != nil {
 		from = *since
 	}
-	ads, err := c.AccountDataSince(ctx, req.Localpart, from.AccountData)
-	if err != nil {
-		return nil, err
+	var ads []storage.AccountData
+	if adPos > from.AccountData {
+		// Nothing to read otherwise: data stored after the counters were read is announced to
+		// the notifier after Listen, and wakes this sync again.
+		if ads, err = c.AccountDataSince(ctx, req.Localpart, from.AccountData); err != nil {
+			return nil, err
+		}
 	}
 	for _, a := range ads {
 		adPos = max(adPos, a.StreamPos)
@@ -159,20 +157,41 @@ func (s *Service) build(ctx context.Context, req Request, since *Token) (*Respon
 	if to.Receipts, err = s.ephemeral(ctx, c, req, p, jobs, from, to); err != nil {
 		return nil, err
 	}
-	if err := s.fillPresence(ctx, req, p, from, to, resp); err != nil {
+	if err := s.fillPresence(ctx, req, p, from, to, ms, resp); err != nil {
 		return nil, err
 	}
-	if err := s.fillRooms(ctx, c, req, p, jobs, resp); err != nil {
+	if err := s.fillRooms(ctx, c, req, p, jobs, evPos, resp); err != nil {
 		return nil, err
 	}
-	if err := s.fillUnread(ctx, c, req, p, resp); err != nil {
+	if err := s.fillUnread(ctx, c, req, p, jobs, rcPos, resp); err != nil {
 		return nil, err
 	}
 	if err := s.fillInvites(ctx, c, invites, resp); err != nil {
 		return nil, err
 	}
+	resp.adPos = to.AccountData
+	resp.optIn = s.optIns.known(req.Localpart, from.AccountData, to.AccountData, ads)
 	resp.NextBatch = to.String()
 	return resp, nil
+}
+
+// memberships are the user's remembered rooms, from the membership cache when it is current at
+// evPos (the events counter just read), else from storage.
+func (s *Service) memberships(ctx context.Context, c storage.Conn, userID string, evPos int64, initial bool) ([]storage.Membership, error) {
+	mc := s.notifier.members
+	forgets := s.rooms.Forgets()
+	if !initial {
+		if ms, ok := mc.get(ctx, userID, evPos, forgets); ok {
+			return ms, nil
+		}
+	}
+	ms, err := c.RememberedRoomsOfUser(ctx, userID, room.MembershipJoin, room.MembershipInvite, room.MembershipKnock,
+		room.MembershipLeave, room.MembershipBan)
+	if err != nil {
+		return nil, err
+	}
+	mc.put(userID, memberEntry{ms: ms, at: evPos, forgets: forgets})
+	return ms, nil
 }
 
 // readTimelines picks each room's timeline: the newest p.limit visible events matching the filter
@@ -193,7 +212,7 @@ func (s *Service) readTimelines(ctx context.Context, c storage.Conn, req Request
 		for i, j := range pending {
 			ids[i] = j.m.RoomID
 		}
-		evs, err := c.RoomEventsBetween(ctx, ids, since, upper, maxBulkEvents)
+		evs, err := s.readRoomEvents(ctx, c, ids, since, upper, maxBulkEvents)
 		if err != nil {
 			return err
 		}
@@ -245,7 +264,7 @@ func (s *Service) pick(ctx context.Context, c storage.Conn, req Request, p plan,
 			break
 		}
 		batch := max(p.limit+1, 50)
-		more, err := c.RoomEventsBetween(ctx, []string{j.m.RoomID}, j.from, j.scanned, batch)
+		more, err := s.readRoomEvents(ctx, c, []string{j.m.RoomID}, j.from, j.scanned, batch)
 		if err != nil {
 			return err
 		}
@@ -302,19 +321,21 @@ func (s *Service) stateOf(ctx context.Context, c storage.Conn, req Request, p pl
 			leftOut = true
 		}
 	}
-	if !j.full && !gap && !leftOut && !p.lazyMembers {
-		return nil // the timeline is everything since the token: the client has the state before it
+	if !j.full && !gap && !leftOut && (!p.lazyMembers || s.lazyDone(req, j, since, startPos)) {
+		// The timeline is everything since the token: the client has the state before it (and,
+		// lazy-loading, the member events of the senders).
+		return nil
 	}
 	prev := storage.StateMap{}
 	var err error
 	if !j.full {
-		if prev, err = c.StateAt(ctx, j.m.RoomID, since); err != nil {
+		if prev, err = s.stateAt(ctx, c, j.m.RoomID, since); err != nil {
 			return err
 		}
 	}
 	start := prev
 	if j.full || gap {
-		if start, err = c.StateAt(ctx, j.m.RoomID, startPos); err != nil {
+		if start, err = s.stateAt(ctx, c, j.m.RoomID, startPos); err != nil {
 			return err
 		}
 	}
@@ -325,7 +346,7 @@ func (s *Service) stateOf(ctx context.Context, c storage.Conn, req Request, p pl
 		}
 	}
 	if leftOut {
-		end, err := c.StateAt(ctx, j.m.RoomID, j.to)
+		end, err := s.stateAt(ctx, c, j.m.RoomID, j.to)
 		if err != nil {
 			return err
 		}
@@ -333,6 +354,12 @@ func (s *Service) stateOf(ctx context.Context, c storage.Conn, req Request, p pl
 			if prev[k] != id && !inTimeline[id] && start[k] != id {
 				out[k] = id
 			}
+		}
+	}
+	for k := range out {
+		if k.Type == room.TypeMember {
+			j.membersChanged = true
+			break
 		}
 	}
 	if p.lazyMembers {
@@ -356,6 +383,13 @@ func (s *Service) stateOf(ctx context.Context, c storage.Conn, req Request, p pl
 				out[k] = id
 			}
 		}
+		members := map[string]string{}
+		for k, id := range out {
+			if k.Type == room.TypeMember {
+				members[k.StateKey] = id
+			}
+		}
+		s.lazySent(req, p, j, members, startPos)
 	}
 	for _, id := range out {
 		j.state = append(j.state, id)
@@ -363,9 +397,19 @@ func (s *Service) stateOf(ctx context.Context, c storage.Conn, req Request, p pl
 	return nil
 }
 
+// stateAt is StateAt shared with the other syncs reading the same room at the same position (a
+// committed one: the answer is fixed). The map is shared: read it, never modify it.
+func (s *Service) stateAt(ctx context.Context, c storage.Conn, roomID string, pos int64) (storage.StateMap, error) {
+	return s.states.Get(ctx, stateKey{roomID, pos}, func(ctx context.Context) (storage.StateMap, error) {
+		return c.StateAt(ctx, roomID, pos)
+	})
+}
+
 // fillRooms turns the jobs into rooms.join and rooms.leave, with one read of the state events and
 // one conversion to client events for all rooms.
-func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p plan, jobs []*roomJob, resp *Response) error {
+// upTo is a position every event at or below which has committed (relation reads are shared by
+// it).
+func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p plan, jobs []*roomJob, upTo int64, resp *Response) error {
 	var ids []string
 	for _, j := range jobs {
 		ids = append(ids, j.state...)
@@ -394,7 +438,7 @@ func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p 
 		all = append(all, j.picked...)
 		all = append(all, st...)
 	}
-	client, err := s.rooms.ClientEvents(ctx, room.Reader{UserID: req.UserID, DeviceID: req.DeviceID}, all)
+	client, err := s.rooms.ClientEventsUpTo(ctx, room.Reader{UserID: req.UserID, DeviceID: req.DeviceID}, all, upTo)
 	if err != nil {
 		return err
 	}
@@ -421,7 +465,7 @@ func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p 
 				break
 			}
 		}
-		if j.full || hasMember(j.picked) || hasMember(st) {
+		if j.full || hasMember(j.picked) || j.membersChanged && hasMember(st) {
 			summaries = append(summaries, j.m.RoomID)
 		}
 	}

@@ -7,9 +7,12 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strings"
+	gosync "sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/hearthmx/homeserver/homeserver/coalesce"
 	"github.com/hearthmx/homeserver/homeserver/filter"
 	"github.com/hearthmx/homeserver/homeserver/presence"
 	"github.com/hearthmx/homeserver/homeserver/receipt"
@@ -26,6 +29,43 @@ type Service struct {
 	eph      Ephemeral
 	log      *slog.Logger
 	waiting  atomic.Int64
+	unread   unreadCache
+	optIns   optInCache
+	lazy     lazyCache
+
+	// Reads shared by the connections woken together: the stream positions (a read that starts
+	// after the caller asked), and the events of rooms between two committed positions.
+	positions  *coalesce.Reader[map[string]int64]
+	roomEvents *coalesce.Cache[roomEventsKey, []storage.Event]
+	states     *coalesce.Cache[stateKey, storage.StateMap]
+}
+
+// stateKey is one read of StateAt.
+type stateKey struct {
+	room string
+	pos  int64
+}
+
+// roomEventsKey is one read of RoomEventsBetween.
+type roomEventsKey struct {
+	rooms    string // room IDs joined by NUL
+	from, to int64
+	limit    int
+}
+
+// readRoomEvents is RoomEventsBetween shared with the other syncs reading the same range of the
+// same rooms. Events in (from, to] are committed (to came from the counters, or from a row whose
+// commit implies every position below it), so the answer is fixed, apart from redactions that
+// commit later: those the reader gets as redaction events after to, as if it had read a little
+// earlier. The events returned are shared: read, never modify them.
+func (s *Service) readRoomEvents(ctx context.Context, c storage.Conn, roomIDs []string, from, to int64, limit int) ([]storage.Event, error) {
+	if len(roomIDs) == 0 || limit <= 0 || to <= from {
+		return nil, nil
+	}
+	k := roomEventsKey{rooms: strings.Join(roomIDs, "\x00"), from: from, to: to, limit: limit}
+	return s.roomEvents.Get(ctx, k, func(ctx context.Context) ([]storage.Event, error) {
+		return c.RoomEventsBetween(ctx, roomIDs, from, to, limit)
+	})
 }
 
 // Ephemeral are the services of the streams that are not room events: /sync reads typing and
@@ -39,7 +79,13 @@ type Ephemeral struct {
 // New builds the service around a notifier (NewNotifier, built first so the ephemeral services can
 // wake users through it); Close stops the notifier.
 func New(store *storage.Store, rooms *room.Service, n *Notifier, eph Ephemeral, log *slog.Logger) *Service {
-	return &Service{store: store, rooms: rooms, notifier: n, eph: eph, log: log}
+	s := &Service{store: store, rooms: rooms, notifier: n, eph: eph, log: log,
+		roomEvents: coalesce.NewCache[roomEventsKey, []storage.Event](3*time.Second, 4096),
+		states:     coalesce.NewCache[stateKey, storage.StateMap](3*time.Second, 256)}
+	s.positions = coalesce.NewReader(func(ctx context.Context) (map[string]int64, error) {
+		return store.Read().Positions(ctx, storage.StreamEvents, storage.StreamAccountData, storage.StreamReceipts)
+	})
+	return s
 }
 
 // Close stops the notifier. Parked long polls keep waiting for their timeout or their client.
@@ -81,6 +127,10 @@ type Response struct {
 	// delivered are, per joined room, the newest timeline event of the response that another
 	// user sent: what a delivery receipt is recorded for once the response goes out.
 	delivered []storage.Event
+	// optIn is whether the user sends delivery receipts, when the build knew it (optUnknown if not),
+	// and adPos the account data position of the response.
+	optIn optIn
+	adPos int64
 }
 
 // Rooms are the room sections by membership.
@@ -210,15 +260,92 @@ func (s *Service) park(ctx context.Context, wake <-chan struct{}, wait time.Dura
 // recordDelivery writes the delivery receipts of a response that is going out, off the request's
 // path: a failure only delays the receipt to the next response.
 func (s *Service) recordDelivery(req Request, resp *Response) {
-	if s.eph.Receipts == nil || len(resp.delivered) == 0 {
+	if s.eph.Receipts == nil || len(resp.delivered) == 0 || resp.optIn == optOff {
 		return
 	}
 	evs := resp.delivered
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := s.eph.Receipts.Delivered(ctx, receipt.User{UserID: req.UserID, Localpart: req.Localpart}, evs); err != nil {
+		u := receipt.User{UserID: req.UserID, Localpart: req.Localpart}
+		if resp.optIn == optUnknown {
+			on, err := s.eph.Receipts.OptedIn(ctx, req.Localpart)
+			if err != nil {
+				s.log.Warn("delivery receipt", "user_id", req.UserID, "err", err)
+				return
+			}
+			// Read after the counters of the response: the state at its position or newer.
+			s.optIns.learn(req.Localpart, on, resp.adPos)
+			if !on {
+				return
+			}
+		}
+		if err := s.eph.Receipts.DeliveredOptedIn(ctx, u, evs); err != nil {
 			s.log.Warn("delivery receipt", "user_id", req.UserID, "err", err)
 		}
 	}()
+}
+
+// optIn is a user's choice about delivery receipts, as far as a sync knows it.
+type optIn uint8
+
+const (
+	optUnknown optIn = iota
+	optOff
+	optOn
+)
+
+// optInCache keeps each syncing user's delivery receipt opt-in (global account data
+// receipt.OptInType) with the account data position it is known at, so responses need not read it:
+// a sync that continues from a position at or below that adds the account data it read since its
+// token (everything the user changed up to the response's position) and knows it at the response's
+// position.
+type optInCache struct {
+	mu gosync.Mutex
+	m  map[string]optInEntry
+}
+
+type optInEntry struct {
+	on  bool
+	pos int64
+}
+
+// maxOptInEntries bounds the cache; when full it starts over.
+const maxOptInEntries = 100_000
+
+// known is the user's opt-in at account data position to, given the account data ads the user
+// changed in (from, to].
+func (c *optInCache) known(localpart string, from, to int64, ads []storage.AccountData) optIn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[localpart]
+	if !ok || e.pos < from {
+		return optUnknown
+	}
+	if e.pos < to {
+		for _, a := range ads {
+			if a.RoomID == "" && a.Type == receipt.OptInType {
+				e.on = receipt.OptInEnabled(a.Content)
+			}
+		}
+		e.pos = to
+		c.m[localpart] = e
+	}
+	if e.on {
+		return optOn
+	}
+	return optOff
+}
+
+// learn records the opt-in read at account data position pos or later.
+func (c *optInCache) learn(localpart string, on bool, pos int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[localpart]; ok && e.pos >= pos {
+		return
+	}
+	if c.m == nil || len(c.m) >= maxOptInEntries {
+		c.m = map[string]optInEntry{}
+	}
+	c.m[localpart] = optInEntry{on: on, pos: pos}
 }
