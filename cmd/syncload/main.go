@@ -30,6 +30,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -68,6 +69,7 @@ type config struct {
 	maxDuration  time.Duration
 	setupWorkers int
 	connWorkers  int
+	cpuProfile   string
 }
 
 const usageText = `syncload: load scenarios for the sync stream of a homeserver (loopback only).
@@ -156,6 +158,7 @@ func main() {
 	flag.DurationVar(&c.maxDuration, "max-duration", 15*time.Minute, "hard limit for the whole run, setup included")
 	flag.IntVar(&c.setupWorkers, "setup-concurrency", 16, "concurrent requests while setting up (register, join, send, initial syncs)")
 	flag.IntVar(&c.connWorkers, "connect-concurrency", 64, "sse, ws: connections being opened at once")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write the tool's own CPU profile to this file (to see what the load generator costs)")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), usageText)
 		flag.PrintDefaults()
@@ -175,6 +178,17 @@ func main() {
 	ctx, cancel := context.WithTimeout(ctx, c.maxDuration)
 	defer cancel()
 
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "syncload:", err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "syncload:", err)
+			os.Exit(2)
+		}
+	}
 	var failed bool
 	var err error
 	switch c.scenario {
@@ -184,6 +198,9 @@ func main() {
 		err = runInitial(ctx, c)
 	case "idle":
 		err = runIdle(ctx, c)
+	}
+	if c.cpuProfile != "" {
+		pprof.StopCPUProfile()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "syncload:", err)

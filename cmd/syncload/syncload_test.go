@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 func TestReadSSE(t *testing.T) {
@@ -99,4 +104,105 @@ func TestCheck(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+// fakeStream serves the SSE and WebSocket endpoints with canned sync responses: two from since
+// "s0" (the second one's id or next_batch wrong), then it ends the stream; from "s2" it sends
+// nothing more and waits.
+func fakeStream(t *testing.T) *httptest.Server {
+	body := func(nb, msg string) string {
+		return `{"next_batch":"` + nb + `","rooms":{"join":{"!r":{"timeline":{"events":[{"type":"m.room.message","sender":"@s","content":{"body":"` + msg + `"}}]}}}}}`
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(streamPrefix+"/sync/sse", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		since := r.URL.Query().Get("since")
+		if id := r.Header.Get("Last-Event-ID"); id != "" {
+			since = id
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		if since == "s0" {
+			io.WriteString(w, ": keep-alive\n\nid: s1\nevent: sync\ndata: "+body("s1", "m1")+"\n\n")
+			io.WriteString(w, "id: wrong\nevent: sync\ndata: "+body("s2", "m2")+"\n\n")
+			return
+		}
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	mux.HandleFunc(streamPrefix+"/sync/ws", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		if r.URL.Query().Get("since") == "s0" {
+			c.Write(r.Context(), websocket.MessageText, []byte(`{"type":"sync","next_batch":"s1","body":`+body("s1", "m1")+`}`))
+			c.Write(r.Context(), websocket.MessageText, []byte(`{"type":"sync","next_batch":"wrong","body":`+body("s2", "m2")+`}`))
+			c.Close(4002, "too slow")
+			return
+		}
+		c.Read(r.Context())
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestTransports(t *testing.T) {
+	srv := fakeStream(t)
+	for _, transport := range []string{"sse", "ws"} {
+		t.Run(transport, func(t *testing.T) {
+			c := config{}
+			h := newHS(srv.URL, 1)
+			defer h.close()
+			rd := &reader{h: h, c: &c, transport: transport, connSem: make(chan struct{}, 1)}
+			r := &receiver{user: user{userID: "@r", token: "tok"}, since: "s0"}
+			var got []string
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error)
+			go func() {
+				done <- rd.run(ctx, r, nil, func(r *receiver, _ time.Duration, s *syncResponse) {
+					for _, ev := range s.Rooms.Join["!r"].Timeline.Events {
+						got = append(got, ev.Content.Body)
+					}
+					if len(got) == 2 {
+						go func() { time.Sleep(100 * time.Millisecond); cancel() }()
+					}
+				})
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				cancel()
+				t.Fatal("receiver did not finish")
+			}
+			if strings.Join(got, ",") != "m1,m2" || r.since != "s2" || r.protocol != 1 || r.reconnects != 1 || r.responses != 2 {
+				t.Errorf("got %v, since %q, protocol %d, reconnects %d, responses %d (last error %s)",
+					got, r.since, r.protocol, r.reconnects, r.responses, r.lastErr)
+			}
+			if transport == "ws" && r.tooSlow != 1 {
+				t.Errorf("tooSlow = %d", r.tooSlow)
+			}
+		})
+	}
+	t.Run("refused", func(t *testing.T) {
+		for _, transport := range []string{"sse", "ws"} {
+			rd := &reader{h: newHS(srv.URL, 1), c: &config{}, transport: transport, connSem: make(chan struct{}, 1)}
+			r := &receiver{user: user{token: "bad"}, since: "s0"}
+			var fe fatalError
+			if err := rd.run(context.Background(), r, nil, nil); !errors.As(err, &fe) {
+				t.Errorf("%s: run with a refused token = %v, want a fatalError", transport, err)
+			}
+		}
+	})
 }
