@@ -12,13 +12,13 @@
 // idle scenario also needs its Prometheus metrics (on by default, at /metrics).
 //
 // Bounded: only loopback URLs are accepted, every scenario does a fixed amount of work
-// (-receivers, -messages, -users × -rooms × -room-messages), waits for a fixed time at most
-// (-drain, -settle, -samples) and -max-duration caps the whole run. The users and rooms stay on
+// (-receivers, -messages, -users × -rooms × -room-messages, with upper limits), waits for a
+// bounded time (-drain, -settle, -steady-timeout) and -max-duration caps the whole run. The users and rooms stay on
 // the server (names start with syncload_<run>).
 //
 // The tool and the server share the machine's CPUs, so the figures include the tool's own cost
-// of reading and decoding receivers × messages responses (it prints its own CPU time and the
-// server's, from the metrics, when they are reachable).
+// of reading and decoding receivers × messages responses (it prints its own CPU time, the
+// server's from the metrics, and that of other processes from /proc/stat).
 package main
 
 import (
@@ -90,27 +90,31 @@ Scenarios (-scenario):
       the receiver) and per-message fan-out time (until the last receiver has it) as
       p50/p95/p99/max, delivered/expected, missed, duplicated, out of order, limited timelines,
       transport errors and reconnections, and the CPU time of the server (from -metrics, if
-      reachable) and of the tool. Exit status 1 if any message was missed or duplicated, or if
-      the stream broke its protocol (an SSE id or WebSocket next_batch that is not the body's).
+      reachable), of the tool and of other processes (from /proc/stat) while sending and
+      draining: the tool shares the machine with the server. Exit status 1 if any message was
+      missed or duplicated, or if the stream broke its protocol (an SSE id or WebSocket
+      next_batch that is not the body's).
 
   initial
       -users users, each joined to -rooms rooms that hold -room-messages messages each (sent by
       the members in turn), all set up by the tool. Then every user does GET /sync without since
       (timeout=0, filter -initial-filter, none by default), -initial-concurrency at a time.
-      Prints the time to the whole response (p50/p95/p99/max over the users), its size and the
-      rooms and timeline events in it; every user must see all its rooms.
+      Prints the time to the whole response (p50/p95/p99/max over the users, and the first one,
+      on cold caches), its size and the rooms and timeline events in it; every user must see
+      all its rooms.
 
   idle
       -receivers users in one room, set up as for fanout. After -settle, it reads the server's
       metrics (-metrics: process_resident_memory_bytes, go_memstats_heap_inuse_bytes,
-      go_memstats_stack_inuse_bytes, go_goroutines, process_open_fds) every -sample-interval until -samples consecutive
-      readings agree on RSS (within 1 MiB or 1 %; at most -steady-timeout) and keeps the median
-      of each (GC noise). With -force-gc (auto: if the server serves it), each reading follows a
-      garbage collection asked of the server's pprof endpoint (HS_METRICS_PPROF=true), so the
-      heap figure is the live heap. Then it opens -receivers idle connections of -transport (a
-      long poll of -poll-timeout, sent again when it returns; an SSE stream; a WebSocket), waits
-      -settle (measuring the server's CPU over its second half) and samples again the same way.
-      Prints before, after and the difference per connection; no messages are sent.
+      go_memstats_stack_inuse_bytes, go_goroutines, process_open_fds) every -sample-interval
+      until -samples consecutive readings agree on RSS (within 1 MiB or 1 %; at most
+      -steady-timeout) and keeps the median of each (GC noise). With -force-gc (auto: if the
+      server serves it), each reading follows a garbage collection asked of the server's pprof
+      endpoint (HS_METRICS_PPROF=true), so the heap figure is the live heap. Then it opens
+      -receivers idle connections of -transport (a long poll of -poll-timeout, sent again when it
+      returns; an SSE stream; a WebSocket), waits -settle (measuring the server's CPU over its
+      second half) and samples again the same way. Prints before, after and the difference per
+      connection; no messages are sent.
 
 Transports (-transport), for fanout and idle:
   longpoll   GET /_matrix/client/v3/sync?since=...&timeout=<-poll-timeout>, in a loop
@@ -120,8 +124,9 @@ Transports (-transport), for fanout and idle:
 Each receiver keeps its own position (the last next_batch it read) and counts every message it
 gets, so loss and duplicates are accounted for the same way on all three.
 
-Bounds: only loopback URLs; a fixed amount of work; -drain, -settle and -samples bound the
-waiting; -max-duration caps the whole run, setup included.
+Bounds: only loopback URLs (-base and -metrics); a fixed amount of work, with upper limits on
+the sizes; -drain, -settle and -steady-timeout bound the waiting; -max-duration caps the whole
+run, setup included. The tool stops by itself and closes every connection it opened.
 
 Examples:
   syncload -scenario fanout -transport ws -receivers 1000 -messages 200 -rate 20
