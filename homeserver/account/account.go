@@ -38,6 +38,8 @@ type Service struct {
 	// filters caches stored filters, which never change once stored (every /sync names one).
 	filtersMu gosync.Mutex
 	filters   map[filterKey]json.RawMessage
+
+	tokens *tokenCache
 }
 
 type filterKey struct {
@@ -47,7 +49,15 @@ type filterKey struct {
 
 // New builds the service.
 func New(store *storage.Store, b *bus.Bus, opts Options, log *slog.Logger) *Service {
-	return &Service{store: store, bus: b, opts: opts, log: log, Now: time.Now}
+	s := &Service{store: store, bus: b, opts: opts, log: log, Now: time.Now}
+	s.tokens = newTokenCache(func() time.Time { return s.Now() })
+	if err := s.listenRevocations(); err != nil {
+		// Without the subscription another node's revocation would reach this one only through the
+		// cache TTL: refuse to cache at all rather than serve revoked tokens.
+		log.Error("subscribe to token revocations; access-token cache disabled", "err", err)
+		s.tokens = nil
+	}
+	return s
 }
 
 func (s *Service) nowMS() int64 { return s.Now().UnixMilli() }
@@ -227,6 +237,7 @@ func (s *Service) Login(ctx context.Context, p LoginParams) (Tokens, error) {
 	if err != nil {
 		return Tokens{}, err
 	}
+	s.revokeTokens(localpart) // logging in again on a device replaces its old tokens
 	s.announceDevice(toks.UserID, toks.DeviceID, false)
 	return toks, nil
 }

@@ -475,3 +475,43 @@ func TestLocalpartOf(t *testing.T) {
 		t.Fatalf("ServerName = %q", svc.ServerName())
 	}
 }
+
+// TestTokenCacheRevokedAcrossNodes: two nodes share the database and the bus; a token used on
+// node B (so cached there) stops working on B once node A logs its device out.
+func TestTokenCacheRevokedAcrossNodes(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := bus.Start(ctx, bus.Options{StoreDir: t.TempDir(), Name: "account-cache-test"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		nodeA, _ := newService(t, s, b)
+		nodeB, _ := newService(t, s, b)
+		reg := registerAlice(t, nodeA, account.RegisterParams{})
+		other, err := nodeA.Login(ctx, account.LoginParams{User: "alice", Password: alicePassword})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustAuth(t, nodeB, reg.AccessToken)
+		mustAuth(t, nodeB, other.AccessToken)
+		if err := nodeA.Logout(ctx, mustAuth(t, nodeA, reg.AccessToken)); err != nil {
+			t.Fatal(err)
+		}
+		// Node A answers from the database at once; node B once the bus message arrived.
+		_, err = nodeA.Authenticate(ctx, reg.AccessToken)
+		wantUnknownToken(t, "logged-out token on the node that logged out", err, false)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err = nodeB.Authenticate(ctx, reg.AccessToken)
+			if err != nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		wantUnknownToken(t, "logged-out token on the other node", err, false)
+		mustAuth(t, nodeB, other.AccessToken) // other devices are unaffected
+	})
+}

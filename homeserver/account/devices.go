@@ -48,6 +48,7 @@ func (s *Service) DeleteDevices(ctx context.Context, localpart string, deviceIDs
 	if err != nil {
 		return err
 	}
+	s.revokeTokens(localpart)
 	for _, id := range deviceIDs {
 		s.announceDevice(s.UserID(localpart), id, true)
 	}
@@ -74,6 +75,7 @@ func (s *Service) ChangePassword(ctx context.Context, localpart, newPassword str
 		}
 		return err
 	})
+	s.revokeTokens(localpart)
 	for _, d := range deleted {
 		s.announceDevice(s.UserID(localpart), d, true)
 	}
@@ -106,6 +108,7 @@ func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) 
 	if err != nil {
 		return err
 	}
+	s.revokeTokens(localpart)
 	for _, d := range deleted {
 		s.announceDevice(s.UserID(localpart), d, true)
 	}

@@ -22,12 +22,16 @@ type Caller struct {
 // tokens get it with soft_logout true so the client refreshes instead of discarding its session.
 func (s *Service) Authenticate(ctx context.Context, token string) (Caller, error) {
 	hash := HashToken(token)
-	t, err := s.store.Read().AccessToken(ctx, hash)
-	if errors.Is(err, storage.ErrNotFound) {
-		return Caller{}, spec.UnknownToken("Unknown access token", false)
-	}
-	if err != nil {
-		return Caller{}, err
+	t, cached, epoch := s.tokens.get(hash)
+	if !cached {
+		var err error
+		t, err = s.store.Read().AccessToken(ctx, hash)
+		if errors.Is(err, storage.ErrNotFound) {
+			return Caller{}, spec.UnknownToken("Unknown access token", false)
+		}
+		if err != nil {
+			return Caller{}, err
+		}
 	}
 	if t.Deactivated {
 		return Caller{}, spec.UnknownToken("This account has been deactivated", false)
@@ -39,8 +43,17 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Caller, error
 		if err := s.store.Write(ctx, func(c storage.Conn) error { return c.MarkAccessTokenUsed(ctx, t) }); err != nil {
 			return Caller{}, err
 		}
+		s.revokeTokens(t.Localpart) // the pair this one replaced is gone
+		return s.caller(t, hash), nil
 	}
-	return Caller{UserID: s.UserID(t.Localpart), Localpart: t.Localpart, DeviceID: t.DeviceID, Admin: t.Admin, Guest: t.Guest, tokenHash: hash}, nil
+	if !cached {
+		s.tokens.put(t, epoch)
+	}
+	return s.caller(t, hash), nil
+}
+
+func (s *Service) caller(t storage.AccessToken, hash string) Caller {
+	return Caller{UserID: s.UserID(t.Localpart), Localpart: t.Localpart, DeviceID: t.DeviceID, Admin: t.Admin, Guest: t.Guest, tokenHash: hash}
 }
 
 // Refresh exchanges a refresh token for a new access token and refresh token on the same device.
@@ -49,6 +62,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Caller, error
 func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, error) {
 	hash := HashToken(refreshToken)
 	var toks Tokens
+	var localpart string
 	err := s.store.Write(ctx, func(c storage.Conn) error {
 		rt, err := c.RefreshToken(ctx, hash)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -60,9 +74,13 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, err
 		if err := c.RevokeReplacedRefreshToken(ctx, hash); err != nil {
 			return err
 		}
+		localpart = rt.Localpart
 		toks, err = s.issue(ctx, c, rt.Localpart, rt.DeviceID, true, hash)
 		return err
 	})
+	if err == nil {
+		s.revokeTokens(localpart)
+	}
 	return toks, err
 }
 
@@ -73,6 +91,7 @@ func (s *Service) Logout(ctx context.Context, caller Caller) error {
 	}); err != nil {
 		return err
 	}
+	s.revokeTokens(caller.Localpart)
 	s.announceDevice(caller.UserID, caller.DeviceID, true)
 	return nil
 }
@@ -89,6 +108,7 @@ func (s *Service) deleteDevicesExcept(ctx context.Context, localpart, keep strin
 		deleted, err = c.DeleteDevicesExcept(ctx, localpart, keep)
 		return err
 	})
+	s.revokeTokens(localpart)
 	for _, d := range deleted {
 		s.announceDevice(s.UserID(localpart), d, true)
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -34,6 +35,9 @@ type Bus struct {
 	JS       jetstream.JetStream
 	embedded *server.Server
 	log      *slog.Logger
+
+	mu          sync.Mutex
+	onReconnect []func()
 }
 
 // Start connects to the bus, starting the embedded server if no URLs are given.
@@ -47,7 +51,10 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Bus, error) {
 				log.Warn("bus disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("bus reconnected", "url", c.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("bus reconnected", "url", c.ConnectedUrl())
+			b.reconnected()
+		}),
 	}
 	var url string
 	if len(o.URLs) == 0 {
@@ -95,6 +102,23 @@ func Start(ctx context.Context, o Options, log *slog.Logger) (*Bus, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// OnReconnect registers fn to run after the connection to NATS came back: core messages sent while
+// it was down are lost, so caches kept coherent by them start over.
+func (b *Bus) OnReconnect(fn func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.onReconnect = append(b.onReconnect, fn)
+}
+
+func (b *Bus) reconnected() {
+	b.mu.Lock()
+	fns := append([]func(){}, b.onReconnect...)
+	b.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
 }
 
 // Embedded reports whether this node runs the NATS server itself.
