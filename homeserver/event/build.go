@@ -31,6 +31,58 @@ type Proto struct {
 // Build creates a signed event: it lays out the federation JSON (canonical), adds the content
 // hash and this server's signature, and returns the parsed PDU with its event ID.
 func Build(v Version, proto Proto, serverName, keyID string, key ed25519.PrivateKey) (*PDU, error) {
+	b, err := proto.layout(v)
+	if err != nil {
+		return nil, err
+	}
+	signed, msg, err := signEvent(v, b, serverName, keyID, key)
+	if err != nil {
+		return nil, err
+	}
+	return parseCanonical(v, signed, msg)
+}
+
+// BuildUnsigned creates an event like Build but leaves signatures empty: its event ID, hashes and
+// everything else are final, and SignPDU adds the signature when the event first leaves the
+// server. Signing is most of the cost of creating an event, and a local room's timeline events
+// may never need it. The size limit is checked as if signed by serverName with keyID.
+func BuildUnsigned(v Version, proto Proto, serverName, keyID string) (*PDU, error) {
+	b, err := proto.layout(v)
+	if err != nil {
+		return nil, err
+	}
+	withHash, msg, err := hashEvent(v, b)
+	if err != nil {
+		return nil, err
+	}
+	p, err := parseCanonical(v, withHash, msg)
+	if err != nil {
+		return nil, err
+	}
+	var placeholder [ed25519.SignatureSize]byte
+	sigs, err := withSignature(withHash, serverName, keyID, placeholder[:])
+	if err != nil {
+		return nil, err
+	}
+	if n := len(withHash) - len(`{}`) + len(sigs); n > MaxPDUSize {
+		return nil, fmt.Errorf("%w: %d bytes as signed canonical JSON, limit %d", ErrTooLarge, n, MaxPDUSize)
+	}
+	return p, nil
+}
+
+// SignPDU returns the event's JSON with this server's signature added (other signatures kept),
+// for an event built by BuildUnsigned or received unsigned by this server. The event ID does not
+// change: signatures are not part of the reference hash.
+func SignPDU(p *PDU, serverName, keyID string, key ed25519.PrivateKey) ([]byte, error) {
+	if _, ok := p.Signatures[serverName][keyID]; ok {
+		return p.Raw, nil
+	}
+	return Sign(p.Version, p.Raw, serverName, keyID, key)
+}
+
+// layout writes the event's members in canonical (sorted) order; hashes and signatures are added
+// by hashEvent and signEvent.
+func (proto Proto) layout(v Version) ([]byte, error) {
 	if !v.Known() {
 		return nil, fmt.Errorf("build event: unknown room version")
 	}
@@ -57,7 +109,6 @@ func Build(v Version, proto Proto, serverName, keyID string, key ed25519.Private
 		}
 	}
 
-	// Members in canonical (sorted) order; hashes and signatures are added by signEvent.
 	b := make([]byte, 0, len(content)+256+50*(len(proto.PrevEvents)+len(proto.AuthEvents)))
 	b = append(b, `{"auth_events":`...)
 	b = appendStringArray(b, proto.AuthEvents)
@@ -86,12 +137,7 @@ func Build(v Version, proto Proto, serverName, keyID string, key ed25519.Private
 	b = append(b, `,"type":`...)
 	b = appendQuoted(b, proto.Type)
 	b = append(b, '}')
-
-	signed, msg, err := signEvent(v, b, serverName, keyID, key)
-	if err != nil {
-		return nil, err
-	}
-	return parseCanonical(v, signed, msg)
+	return b, nil
 }
 
 // check validates what Parse would otherwise only find after signing.

@@ -109,3 +109,70 @@ func TestBuildRejects(t *testing.T) {
 		t.Error("non-ed25519 key ID accepted")
 	}
 }
+
+// TestBuildUnsigned: an event built unsigned has the event ID and hashes of the signed one, fails
+// signature checks until SignPDU, and then equals what Build makes.
+func TestBuildUnsigned(t *testing.T) {
+	s := newTestServer("x.example")
+	for _, v := range Versions {
+		signed, err := Build(v, messageProto(), s.name, s.keyID, s.key)
+		if err != nil {
+			t.Fatalf("v%s: %v", v, err)
+		}
+		p, err := BuildUnsigned(v, messageProto(), s.name, s.keyID)
+		if err != nil {
+			t.Fatalf("v%s: BuildUnsigned: %v", v, err)
+		}
+		if p.EventID != signed.EventID {
+			t.Errorf("v%s: unsigned event ID %s, signed %s", v, p.EventID, signed.EventID)
+		}
+		if err := p.CheckContentHash(); err != nil {
+			t.Errorf("v%s: content hash: %v", v, err)
+		}
+		if err := VerifyEventSignatures(context.Background(), v, p, s.addTo(keys{}).get); err == nil {
+			t.Errorf("v%s: an unsigned event passed the signature check", v)
+		}
+		raw, err := SignPDU(p, s.name, s.keyID, s.key)
+		if err != nil {
+			t.Fatalf("v%s: SignPDU: %v", v, err)
+		}
+		if string(raw) != string(signed.Raw) {
+			t.Errorf("v%s: SignPDU gave\n%s\nBuild gave\n%s", v, raw, signed.Raw)
+		}
+		q, err := Parse(v, raw)
+		if err != nil || q.EventID != p.EventID {
+			t.Fatalf("v%s: Parse(SignPDU()) = %v, %v", v, q, err)
+		}
+		if again, err := SignPDU(q, s.name, s.keyID, s.key); err != nil || string(again) != string(raw) {
+			t.Errorf("v%s: signing a signed event changed it: %v", v, err)
+		}
+	}
+}
+
+// TestBuildUnsignedSizeLimit: the size limit counts the signature the event will carry.
+func TestBuildUnsignedSizeLimit(t *testing.T) {
+	s := newTestServer("x.example")
+	v := Versions[len(Versions)-1]
+	proto := messageProto()
+	base, err := BuildUnsigned(v, proto, s.name, s.keyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := Build(v, proto, s.name, s.keyID, s.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pad the body so that the signed event is exactly one byte over the limit.
+	pad := MaxPDUSize - len(signed.Raw) + 1
+	proto.Content = []byte(`{"body":"hello` + strings.Repeat("x", pad) + `","msgtype":"m.text"}`)
+	if _, err := BuildUnsigned(v, proto, s.name, s.keyID); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("BuildUnsigned of an event one byte too large once signed: %v (unsigned size %d)", err, len(base.Raw)+pad)
+	}
+	if _, err := Build(v, proto, s.name, s.keyID, s.key); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Build of the same event: %v", err)
+	}
+	proto.Content = []byte(`{"body":"hello` + strings.Repeat("x", pad-1) + `","msgtype":"m.text"}`)
+	if _, err := BuildUnsigned(v, proto, s.name, s.keyID); err != nil {
+		t.Fatalf("BuildUnsigned of an event exactly at the limit once signed: %v", err)
+	}
+}

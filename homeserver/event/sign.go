@@ -201,6 +201,27 @@ func signEvent(v Version, canon []byte, serverName, keyID string, key ed25519.Pr
 	if !strings.HasPrefix(keyID, ed25519Prefix) {
 		return nil, nil, fmt.Errorf("signing key ID %q is not an ed25519 key", keyID)
 	}
+	withHash, msg, err := hashEvent(v, canon)
+	if err != nil {
+		return nil, nil, err
+	}
+	signed, err = addSignature(withHash, msg, serverName, keyID, key)
+	return signed, msg, err
+}
+
+// addSignature adds this server's signature of msg (the redacted event) to the event withHash.
+func addSignature(withHash, msg []byte, serverName, keyID string, key ed25519.PrivateKey) ([]byte, error) {
+	sigs, err := withSignature(withHash, serverName, keyID, ed25519.Sign(key, msg))
+	if err != nil {
+		return nil, err
+	}
+	return appendEdited(make([]byte, 0, len(withHash)+120), withHash, edit{"signatures", sigs})
+}
+
+// hashEvent sets hashes.sha256 of the canonical event canon to its content hash, keeping the
+// signatures already there only if the hash did not change (co-signing), and returns it with the
+// redacted form that signatures and the reference hash are computed over.
+func hashEvent(v Version, canon []byte) (withHash, msg []byte, err error) {
 	h, err := contentHash(canon)
 	if err != nil {
 		return nil, nil, err
@@ -222,21 +243,13 @@ func signEvent(v Version, canon []byte, serverName, keyID string, key ed25519.Pr
 	if err != nil {
 		return nil, nil, err
 	}
-	withHash, err := appendEdited(make([]byte, 0, len(canon)+len(hashes)+len(sigs)+32), canon,
+	withHash, err = appendEdited(make([]byte, 0, len(canon)+len(hashes)+len(sigs)+32), canon,
 		edit{"hashes", hashes}, edit{"signatures", sigs})
 	if err != nil {
 		return nil, nil, err
 	}
 	msg, err = appendRedacted(make([]byte, 0, 512), v, withHash, true)
-	if err != nil {
-		return nil, nil, err
-	}
-	sigs, err = withSignature(withHash, serverName, keyID, ed25519.Sign(key, msg))
-	if err != nil {
-		return nil, nil, err
-	}
-	signed, err = appendEdited(make([]byte, 0, len(withHash)+120), withHash, edit{"signatures", sigs})
-	return signed, msg, err
+	return withHash, msg, err
 }
 
 // VerifyEventSignatures checks the signatures an event must carry (server-server API,

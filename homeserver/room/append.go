@@ -43,8 +43,7 @@ func (t *txn) append(rs *roomState, proto event.Proto, o appendOpts) (*event.PDU
 			proto.AuthEvents = append(proto.AuthEvents, ev.EventID)
 		}
 	}
-	key := t.s.opts.Key
-	pdu, err := event.Build(v, proto, t.s.opts.ServerName, key.ID, key.Private)
+	pdu, err := t.s.build(v, proto)
 	if err != nil {
 		if errors.Is(err, event.ErrTooLarge) {
 			return nil, spec.ErrTooLarge.With("The event is larger than the 65536 bytes the spec allows")
@@ -94,17 +93,29 @@ func (t *txn) persist(rs *roomState, pdu *event.PDU, o appendOpts) error {
 		rs.state[k] = pdu
 	}
 	rel := relationOf(pdu.Content)
-	if err := c.InsertEvent(ctx, storage.Event{
+	row := storage.Event{
 		EventID: pdu.EventID, RoomID: rs.roomID, Type: pdu.Type, StateKey: pdu.StateKey, Sender: pdu.Sender,
 		Depth: pdu.Depth, OriginServerTS: pdu.OriginServerTS, StreamPos: pos, StateGroup: group, Membership: membership,
 		RelatesTo: rel.EventID, RelType: rel.RelType, RelKey: rel.Key, TxnID: o.txnID, TxnDevice: o.txnDevice,
-		PDU: pdu.Raw, ClientJSON: pdu.ClientJSON(nil), PrevEvents: pdu.PrevEvents, AuthEvents: pdu.AuthEvents,
-	}); err != nil {
-		return err
+		PDU: pdu.Raw, ClientJSON: pdu.ClientJSON(nil), PrevEvents: pdu.PrevEvents,
 	}
+	var txnRow *storage.Transaction
 	if o.txnKey != "" {
-		if err := c.InsertTransaction(ctx, o.txnLocalpart, o.txnDevice, o.txnKey, pdu.EventID, pdu.OriginServerTS); err != nil {
+		txnRow = &storage.Transaction{Localpart: o.txnLocalpart, DeviceID: o.txnDevice, TxnID: o.txnKey, EventID: pdu.EventID, TS: pdu.OriginServerTS}
+	}
+	if t.rows != nil {
+		if pdu.StateKey != nil {
+			return fmt.Errorf("room: state event %s appended by a deferred job", pdu.Type)
+		}
+		t.rows.add(row, txnRow)
+	} else {
+		if err := c.InsertEvent(ctx, row); err != nil {
 			return err
+		}
+		if txnRow != nil {
+			if err := c.InsertTransactions(ctx, []storage.Transaction{*txnRow}); err != nil {
+				return err
+			}
 		}
 	}
 	rs.extremities = []string{pdu.EventID}
@@ -145,4 +156,24 @@ func mustJSON(v any) json.RawMessage {
 		panic(fmt.Sprintf("room: marshal %T: %v", v, err))
 	}
 	return data
+}
+
+// build creates an event of this server. State events are signed now: auth rules check signatures
+// of some of them (restricted joins), and they are few. Timeline events, the bulk of the write
+// path, are stored unsigned and signed by SignPDU when they first leave the server: signing is
+// most of the CPU cost of creating an event, and local rooms never need it.
+func (s *Service) build(v event.Version, proto event.Proto) (*event.PDU, error) {
+	key := s.opts.Key
+	if proto.StateKey != nil {
+		return event.Build(v, proto, s.opts.ServerName, key.ID, key.Private)
+	}
+	return event.BuildUnsigned(v, proto, s.opts.ServerName, key.ID)
+}
+
+// SignPDU returns the federation JSON of an event with this server's signature, signing it now if
+// it was stored unsigned (see build). Everything that sends events to other servers goes through
+// it.
+func (s *Service) SignPDU(p *event.PDU) ([]byte, error) {
+	key := s.opts.Key
+	return event.SignPDU(p, s.opts.ServerName, key.ID, key.Private)
 }

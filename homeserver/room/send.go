@@ -120,7 +120,12 @@ func (t *txn) applyRedaction(rs *roomState, redaction *event.PDU, targetID strin
 // device and request path, so the scope holds the path's room and event type.
 func (s *Service) appendOne(ctx context.Context, roomID string, from Sender, proto event.Proto, txnScope string) (string, error) {
 	var id string
-	err := s.write(ctx, func(t *txn) error {
+	write := s.write
+	if proto.StateKey == nil && proto.Type != TypeRedaction && relationOf(proto.Content).EventID == "" {
+		// A plain timeline event: nothing later in the job reads what it stores.
+		write = s.writeDeferred
+	}
+	err := write(ctx, func(t *txn) error {
 		o := appendOpts{}
 		if txnScope != "" {
 			var prev string
@@ -201,6 +206,11 @@ func (t *txn) transaction(from Sender, scope ...string) (appendOpts, string, err
 	}
 	o := appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID,
 		txnKey: txnKey(append(scope, from.TxnID)...), txnID: from.TxnID}
+	if t.rows != nil {
+		if prev := t.rows.transaction(from.Localpart, from.DeviceID, o.txnKey); prev != "" {
+			return o, prev, nil
+		}
+	}
 	prev, err := t.c.TransactionEvent(t.ctx, from.Localpart, from.DeviceID, o.txnKey)
 	if errors.Is(err, storage.ErrNotFound) {
 		return o, "", nil

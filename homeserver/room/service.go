@@ -70,9 +70,12 @@ type relatedKey struct {
 const maxBatch = 128
 
 type job struct {
-	ctx  context.Context
-	fn   func(t *txn) error
-	done chan error
+	ctx context.Context
+	fn  func(t *txn) error
+	// deferred jobs only append timeline events: they write nothing until the batch ends, when
+	// deferredRows stores all their rows with a statement per table (no savepoint per job).
+	deferred bool
+	done     chan error
 }
 
 // New builds the service and starts its writer; Close stops it.
@@ -94,7 +97,16 @@ func (s *Service) Close() {
 // write runs fn in the writer, in a transaction shared with other waiting jobs, and returns its
 // error.
 func (s *Service) write(ctx context.Context, fn func(t *txn) error) error {
-	j := &job{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	return s.enqueue(ctx, &job{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// writeDeferred is write for a job whose only writes are timeline (non-state) events through
+// txn.append, which it must not follow with reads of what it appended.
+func (s *Service) writeDeferred(ctx context.Context, fn func(t *txn) error) error {
+	return s.enqueue(ctx, &job{ctx: ctx, fn: fn, deferred: true, done: make(chan error, 1)})
+}
+
+func (s *Service) enqueue(ctx context.Context, j *job) error {
 	select {
 	case s.jobs <- j:
 	case <-ctx.Done():
@@ -153,12 +165,32 @@ func (s *Service) runBatch(batch []*job) {
 			return err
 		}
 		alloc := &positions{next: pos}
+		rows := &deferredRows{}
 		for i, j := range batch {
 			if err := j.ctx.Err(); err != nil {
 				results[i] = err
 				continue
 			}
 			t := &txn{s: s, c: c, ctx: j.ctx, base: committed, rooms: map[string]*roomState{}, pos: alloc}
+			if j.deferred {
+				// Nothing to roll back on failure: the job wrote nothing yet.
+				t.rows = rows
+				if err := j.fn(t); err != nil {
+					results[i] = err
+					rows.drop(t)
+					continue
+				}
+				rows.keep(t)
+				for id, rs := range t.rooms {
+					committed[id] = rs
+				}
+				notices = append(notices, t.notices...)
+				continue
+			}
+			// This job may read what earlier jobs of the batch appended.
+			if err := rows.flush(context.Background(), c); err != nil {
+				return err
+			}
 			if err := c.Savepoint(j.ctx); err != nil {
 				return err
 			}
@@ -176,6 +208,9 @@ func (s *Service) runBatch(batch []*job) {
 				committed[id] = rs
 			}
 			notices = append(notices, t.notices...)
+		}
+		if err := rows.flush(context.Background(), c); err != nil {
+			return err
 		}
 		// Forward extremities change once per room per batch, not once per event.
 		for id, rs := range committed {
@@ -282,6 +317,60 @@ type txn struct {
 	rooms   map[string]*roomState // this job's working copies
 	notices []notice
 	pos     *positions // the batch's stream positions
+	// rows collects the events of a deferred job (nil for other jobs, which write at once).
+	rows *deferredRows
+}
+
+// deferredRows are the rows of the deferred jobs of a batch, written by flush with one statement
+// per table. A job's rows become part of the batch (keep) or are discarded (drop) when it ends.
+type deferredRows struct {
+	events []storage.Event
+	txns   []storage.Transaction
+	// txnIDs maps the transaction IDs of kept rows to their events, so that a retry in the same
+	// batch finds its first attempt.
+	txnIDs map[storage.Transaction]string
+	// kept counts the rows of events and txns that belong to finished jobs.
+	keptEvents, keptTxns int
+}
+
+func (d *deferredRows) add(e storage.Event, t *storage.Transaction) {
+	d.events = append(d.events, e)
+	if t != nil {
+		d.txns = append(d.txns, *t)
+	}
+}
+
+func (d *deferredRows) keep(*txn) {
+	for _, t := range d.txns[d.keptTxns:] {
+		if d.txnIDs == nil {
+			d.txnIDs = make(map[storage.Transaction]string)
+		}
+		d.txnIDs[storage.Transaction{Localpart: t.Localpart, DeviceID: t.DeviceID, TxnID: t.TxnID}] = t.EventID
+	}
+	d.keptEvents, d.keptTxns = len(d.events), len(d.txns)
+}
+
+func (d *deferredRows) drop(*txn) {
+	d.events, d.txns = d.events[:d.keptEvents], d.txns[:d.keptTxns]
+}
+
+// transaction returns the event of a transaction ID kept earlier in the batch ("" if none).
+func (d *deferredRows) transaction(localpart, deviceID, txnKey string) string {
+	return d.txnIDs[storage.Transaction{Localpart: localpart, DeviceID: deviceID, TxnID: txnKey}]
+}
+
+func (d *deferredRows) flush(ctx context.Context, c storage.Conn) error {
+	if len(d.events) == 0 {
+		return nil
+	}
+	if err := c.InsertEvents(ctx, d.events); err != nil {
+		return err
+	}
+	if err := c.InsertTransactions(ctx, d.txns); err != nil {
+		return err
+	}
+	*d = deferredRows{}
+	return nil
 }
 
 // room returns this job's working copy of a room's state, loading it if needed.

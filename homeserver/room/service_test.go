@@ -159,3 +159,68 @@ func TestTrustedPrivateChatV12(t *testing.T) {
 		}
 	}
 }
+
+// TestTimelineEventsSignedOnDemand: state events are stored signed; timeline events are stored
+// unsigned and SignPDU signs them with the server's key, keeping their event ID.
+func TestTimelineEventsSignedOnDemand(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		pub, priv, _ := ed25519.GenerateKey(nil)
+		svc := room.New(s, nil, room.Options{ServerName: "test.local", Key: signing.Key{ID: "ed25519:a_test", Private: priv}, DefaultVersion: event.V11},
+			slog.New(slog.NewTextHandler(io.Discard, nil)))
+		t.Cleanup(svc.Close)
+		getKey := func(_ context.Context, server, keyID string, _ int64) (ed25519.PublicKey, error) {
+			if server != "test.local" || keyID != "ed25519:a_test" {
+				return nil, fmt.Errorf("unknown key %s %s", server, keyID)
+			}
+			return pub, nil
+		}
+		alice := "@alice:test.local"
+		roomID, err := svc.CreateRoom(ctx, room.CreateRequest{Creator: alice, Preset: room.PresetPrivateChat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgID, err := svc.Send(ctx, roomID, sender(alice), "m.room.message", json.RawMessage(`{"msgtype":"m.text","body":"hi"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored := func(id string) *event.PDU {
+			t.Helper()
+			e, err := s.Read().Event(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := event.Parse(event.V11, e.PDU)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		msg := stored(msgID)
+		if len(msg.Signatures) != 0 {
+			t.Errorf("timeline event stored with signatures %v", msg.Signatures)
+		}
+		raw, err := svc.SignPDU(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed, err := event.Parse(event.V11, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if signed.EventID != msgID {
+			t.Fatalf("signing changed the event ID: %s -> %s", msgID, signed.EventID)
+		}
+		if err := event.VerifyEventSignatures(ctx, event.V11, signed, getKey); err != nil {
+			t.Fatalf("signed timeline event: %v", err)
+		}
+		cur, err := s.Read().CurrentState(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		create := stored(cur[storage.StateKey{Type: "m.room.create"}])
+		if err := event.VerifyEventSignatures(ctx, event.V11, create, getKey); err != nil {
+			t.Fatalf("stored state event: %v", err)
+		}
+	})
+}

@@ -32,13 +32,25 @@ type Event struct {
 	TxnDevice      string
 	PDU            []byte
 	ClientJSON     []byte
-	PrevEvents     []string // written to event_edges; not read back by the event queries
-	AuthEvents     []string // written to event_auth
+	// PrevEvents are written to event_edges (the reverse lookup: which events follow one); they
+	// are not read back by the event queries. Auth events are in the PDU only.
+	PrevEvents []string
 }
 
 // InsertEvent stores an event with its edges. The caller allocates StreamPos (NextPosition of
 // StreamEvents) inside the same transaction.
 func (c Conn) InsertEvent(ctx context.Context, e Event) error {
+	return c.InsertEvents(ctx, []Event{e})
+}
+
+// insertEventColumns are the columns InsertEvents writes, in the order of eventArgs.
+const insertEventColumns = `event_id, room_id, type, state_key, sender, depth, origin_server_ts, stream_pos,
+	state_group, membership, outlier, rejected, soft_failed, redacted_by, relates_to, rel_type, rel_key, txn_id, txn_device,
+	pdu, client_json`
+
+const insertEventColumnCount = 21
+
+func eventArgs(args []any, e Event) []any {
 	var streamPos any
 	if e.StreamPos != 0 {
 		streamPos = e.StreamPos
@@ -47,40 +59,71 @@ func (c Conn) InsertEvent(ctx context.Context, e Event) error {
 	if e.Membership != "" {
 		membership = e.Membership
 	}
-	_, err := c.exec(ctx, `INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts, stream_pos,
-			state_group, membership, outlier, rejected, soft_failed, redacted_by, relates_to, rel_type, rel_key, txn_id, txn_device,
-			pdu, client_json)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
-		e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, streamPos,
+	return append(args, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, streamPos,
 		e.StateGroup, membership, e.Outlier, e.Rejected, e.SoftFailed, e.RedactedBy, e.RelatesTo, e.RelType, e.RelKey, e.TxnID, e.TxnDevice,
 		string(e.PDU), string(e.ClientJSON))
-	if err != nil {
-		return err
-	}
-	if err := c.insertPairs(ctx, "event_edges", "prev_event_id", e.EventID, e.PrevEvents); err != nil {
-		return err
-	}
-	return c.insertPairs(ctx, "event_auth", "auth_event_id", e.EventID, e.AuthEvents)
 }
 
-// insertPairs inserts (id, other) rows for every other in one statement.
-func (c Conn) insertPairs(ctx context.Context, table, column, id string, others []string) error {
-	if len(others) == 0 {
+// maxRowsPerInsert keeps multi-row statements under both backends' limits on bound parameters
+// (SQLite 32766, PostgreSQL 65535).
+const maxRowsPerInsert = 500
+
+// InsertEvents stores events with their DAG edges, with one statement per table for up to
+// maxRowsPerInsert events (the group-commit writer stores a batch of timeline events at once).
+func (c Conn) InsertEvents(ctx context.Context, events []Event) error {
+	for len(events) > 0 {
+		n := min(len(events), maxRowsPerInsert)
+		if err := c.insertEvents(ctx, events[:n]); err != nil {
+			return err
+		}
+		events = events[n:]
+	}
+	return nil
+}
+
+func (c Conn) insertEvents(ctx context.Context, events []Event) error {
+	args := make([]any, 0, insertEventColumnCount*len(events))
+	for _, e := range events {
+		args = eventArgs(args, e)
+	}
+	if _, err := c.exec(ctx, `INSERT INTO events (`+insertEventColumns+`) VALUES `+rowPlaceholders(len(events), insertEventColumnCount), args...); err != nil {
+		return err
+	}
+	args = args[:0]
+	for _, e := range events {
+		for _, p := range e.PrevEvents {
+			args = append(args, p, e.EventID)
+		}
+	}
+	if len(args) == 0 {
 		return nil
 	}
+	_, err := c.exec(ctx, `INSERT INTO event_edges (prev_event_id, event_id) VALUES `+rowPlaceholders(len(args)/2, 2)+
+		` ON CONFLICT DO NOTHING`, args...)
+	return err
+}
+
+// rowPlaceholders is "($1, $2), ($3, $4)" for rows of cols parameters each.
+func rowPlaceholders(rows, cols int) string {
 	var b strings.Builder
-	b.WriteString("INSERT INTO " + table + " (event_id, " + column + ") VALUES ")
-	args := make([]any, 0, 2*len(others))
-	for i, o := range others {
-		if i > 0 {
+	b.Grow(rows * cols * 5)
+	n := 1
+	for r := 0; r < rows; r++ {
+		if r > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("(" + placeholders(2*i+1, 2) + ")")
-		args = append(args, id, o)
+		b.WriteByte('(')
+		for i := 0; i < cols; i++ {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteByte('$')
+			b.WriteString(itoa(n))
+			n++
+		}
+		b.WriteByte(')')
 	}
-	b.WriteString(" ON CONFLICT DO NOTHING")
-	_, err := c.exec(ctx, b.String(), args...)
-	return err
+	return b.String()
 }
 
 const eventColumns = `event_id, room_id, type, state_key, sender, depth, origin_server_ts, COALESCE(stream_pos, 0), state_group,
@@ -201,7 +244,28 @@ func (c Conn) TransactionEvent(ctx context.Context, localpart, deviceID, txnID s
 
 // InsertTransaction records (user, device, txn) -> event in the event's transaction.
 func (c Conn) InsertTransaction(ctx context.Context, localpart, deviceID, txnID, eventID string, ts int64) error {
-	_, err := c.exec(ctx, `INSERT INTO transaction_ids (localpart, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)`,
-		localpart, deviceID, txnID, eventID, ts)
-	return err
+	return c.InsertTransactions(ctx, []Transaction{{Localpart: localpart, DeviceID: deviceID, TxnID: txnID, EventID: eventID, TS: ts}})
+}
+
+// Transaction is one row of transaction_ids: (user, device, txn) -> event.
+type Transaction struct {
+	Localpart, DeviceID, TxnID, EventID string
+	TS                                  int64
+}
+
+// InsertTransactions records several transaction IDs with one statement per maxRowsPerInsert.
+func (c Conn) InsertTransactions(ctx context.Context, ts []Transaction) error {
+	for len(ts) > 0 {
+		n := min(len(ts), maxRowsPerInsert)
+		args := make([]any, 0, 5*n)
+		for _, t := range ts[:n] {
+			args = append(args, t.Localpart, t.DeviceID, t.TxnID, t.EventID, t.TS)
+		}
+		if _, err := c.exec(ctx, `INSERT INTO transaction_ids (localpart, device_id, txn_id, event_id, created_ts) VALUES `+
+			rowPlaceholders(n, 5), args...); err != nil {
+			return err
+		}
+		ts = ts[n:]
+	}
+	return nil
 }
