@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/hearthmx/homeserver/e2ee"
 	"github.com/hearthmx/homeserver/homeserver/account"
 	"github.com/hearthmx/homeserver/homeserver/config"
 	"github.com/hearthmx/homeserver/homeserver/filter"
@@ -42,6 +43,14 @@ type API struct {
 	// filters are the stored filters /sync named, parsed (shared: read, never modify them).
 	filtersMu sync.Mutex
 	filters   map[parsedFilterKey]filter.Filter
+
+	// To-device messages, key backup and dehydrated devices (set by SetToDevice, SetBackup,
+	// SetDehydrated before serving; nil answers M_UNRECOGNIZED).
+	toDevice   *e2ee.ToDevice
+	backup     *e2ee.Backup
+	dehydrated *e2ee.Dehydrated
+	// e2ee is the key-management service (set by SetE2EE; nil answers M_UNRECOGNIZED).
+	e2ee *e2ee.Service
 }
 
 // StopStreams ends every open SSE and WebSocket sync stream (at server shutdown).
@@ -123,6 +132,9 @@ func (a *API) Routes(r chi.Router) {
 			a.routesReceipts(r)
 			a.routesPresence(r)
 			a.routesPushRules(r)
+			a.routesToDevice(r)
+			a.routesRoomKeys(r)
+			a.routesKeys(r)
 		})
 	}
 	r.Route("/_matrix/client/v3", client)
@@ -136,6 +148,10 @@ func (a *API) Routes(r chi.Router) {
 			a.routesDirectoryV1(r)
 			r.Get("/mutual_rooms", h(a.mutualRooms))
 		})
+	})
+	r.Route("/_matrix/client/unstable/org.matrix.msc3814.v1", func(r chi.Router) {
+		r.Use(a.requireAuth)
+		a.routesDehydratedDevice(r)
 	})
 	r.Route("/_synapse/admin/v1", a.routesAdmin)
 	a.routesSyncStreams(r) // SSE and WebSocket sync under /_matrix/client/unstable/dev.hearth

@@ -224,7 +224,7 @@ func (wc *wsConn) call(typ string, data []byte) (body any, then func(), err erro
 	case "presence":
 		return empty, nil, wc.presence(ctx, data)
 	case "to_device":
-		return nil, nil, spec.ErrUnrecognized.Withf("%q is not available over the WebSocket yet", typ)
+		return empty, nil, wc.toDevice(ctx, data)
 	case "auth":
 		return nil, nil, spec.ErrBadState.With("Already authenticated")
 	default:

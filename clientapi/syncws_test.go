@@ -182,7 +182,7 @@ func TestSyncWS(t *testing.T) {
 
 		for _, c := range []struct{ typ, errcode string }{
 			{"nonsense", "M_UNRECOGNIZED"}, {"typing", "M_INVALID_PARAM"}, {"receipt", "M_INVALID_PARAM"},
-			{"presence", "M_MISSING_PARAM"}, {"to_device", "M_UNRECOGNIZED"}, {"auth", "M_BAD_STATE"},
+			{"presence", "M_MISSING_PARAM"}, {"to_device", "M_MISSING_PARAM"}, {"auth", "M_BAD_STATE"},
 		} {
 			w.send(t, map[string]any{"type": c.typ, "id": "op-" + c.typ})
 			if r := w.reply(t, "op-"+c.typ); r.Type != "error" || r.Errcode != c.errcode || r.Error == "" {

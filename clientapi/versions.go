@@ -18,6 +18,7 @@ func (a *API) versions(_ *http.Request) (any, error) {
 		"unstable_features": map[string]bool{
 			"dev.hearth.sync_sse": true, // GET /_matrix/client/unstable/dev.hearth/sync/sse (docs/sync.md)
 			"dev.hearth.sync_ws":  true, // GET /_matrix/client/unstable/dev.hearth/sync/ws (docs/sync.md)
+			"org.matrix.msc3814":  true, // dehydrated devices under /_matrix/client/unstable/org.matrix.msc3814.v1 (docs/e2ee.md)
 		},
 	}, nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hearthmx/homeserver/clientapi"
+	"github.com/hearthmx/homeserver/e2ee"
 	"github.com/hearthmx/homeserver/federation"
 	"github.com/hearthmx/homeserver/homeserver/account"
 	"github.com/hearthmx/homeserver/homeserver/bus"
@@ -53,6 +54,15 @@ type Server struct {
 	Sync     *hsync.Service
 	Typing   *typing.Service
 	Presence *presence.Service
+
+	// To-device messages, key backup and dehydrated devices (e2ee/todevice.go, backup.go,
+	// dehydrated.go).
+	ToDevice   *e2ee.ToDevice
+	Backup     *e2ee.Backup
+	Dehydrated *e2ee.Dehydrated
+	// E2EE manages device, one-time, fallback and cross-signing keys and the device_lists stream.
+	E2EE *e2ee.Service
+
 	notifier *hsync.Notifier
 	registry *prometheus.Registry
 	handler  http.Handler
@@ -126,6 +136,20 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	r := chi.NewRouter()
 	api := clientapi.New(cfg, s.Accounts, s.Rooms, push.New(s.Store, s.Bus, log), s.Sync, log, s.registry)
 	s.api = api
+	s.ToDevice = e2ee.NewToDevice(s.Store, s.notifier, e2ee.ToDeviceOptions{ServerName: cfg.ServerName}, log)
+	s.Backup = e2ee.NewBackup(s.Store, log)
+	s.Dehydrated = e2ee.NewDehydrated(s.Store, s.Accounts, s.ToDevice, nil, log)
+	api.SetToDevice(s.ToDevice)
+	api.SetBackup(s.Backup)
+	api.SetDehydrated(s.Dehydrated)
+	s.E2EE = e2ee.New(s.Store, s.notifier, e2ee.Options{ServerName: cfg.ServerName}, log)
+	api.SetE2EE(s.E2EE)
+	s.Dehydrated.SetKeyUploader(s.E2EE)
+	// Device logins and deletions (recorded on the device_lists stream in their transaction) wake
+	// the syncs of the user's room-mates, on every node.
+	if _, err := s.Bus.Subscribe(bus.SubjectDeviceChange, s.E2EE.ReceiveDeviceChange); err != nil {
+		return nil, err
+	}
 	api.Wrap(r)
 	api.Routes(r)
 	federation.New(s.Accounts, Version).Routes(r)

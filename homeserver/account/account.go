@@ -302,6 +302,9 @@ func (s *Service) login(ctx context.Context, c storage.Conn, localpart, deviceID
 	if err := c.UpsertDevice(ctx, storage.Device{Localpart: localpart, DeviceID: deviceID, DisplayName: name, CreatedTS: now, LastSeenIP: ip}); err != nil {
 		return Tokens{}, err
 	}
+	if _, err := c.RecordDeviceListChange(ctx, s.UserID(localpart).String()); err != nil { // a new device (e2ee device lists)
+		return Tokens{}, err
+	}
 	return s.issue(ctx, c, localpart, deviceID, refresh, "")
 }
 

@@ -79,6 +79,12 @@ func (c Conn) DeleteDevice(ctx context.Context, localpart, deviceID string) erro
 			return err
 		}
 	}
+	if err := c.DeleteToDeviceOf(ctx, localpart, deviceID); err != nil { // inbox, txn IDs, dehydrated record
+		return err
+	}
+	if err := c.DeleteDeviceKeys(ctx, localpart, deviceID); err != nil { // keys; a device_lists change (e2eekeys.go)
+		return err
+	}
 	return nil
 }
 
