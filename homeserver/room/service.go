@@ -257,7 +257,18 @@ func (s *Service) publish(ns []notice) {
 	if s.bus == nil {
 		return
 	}
+	// One notice per room per batch, with its highest position: a reader reads everything up to it.
+	latest := make(map[string]int, len(ns))
+	out := ns[:0]
 	for _, n := range ns {
+		if i, ok := latest[n.RoomID]; ok {
+			out[i].Pos = max(out[i].Pos, n.Pos)
+			continue
+		}
+		latest[n.RoomID] = len(out)
+		out = append(out, n)
+	}
+	for _, n := range out {
 		data, _ := json.Marshal(n)
 		if err := s.bus.Publish(bus.SubjectRoomEvent(n.RoomID), data); err != nil {
 			s.log.Warn("publish room event", "room_id", n.RoomID, "err", err)

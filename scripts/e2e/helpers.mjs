@@ -36,6 +36,23 @@ export const REQUEST_TIMEOUT_MS = Number(process.env.HS_E2E_REQUEST_TIMEOUT_MS |
 export const TEST_TIMEOUT_MS = Number(process.env.HS_E2E_TEST_TIMEOUT_MS || 120_000);
 
 // ---------------------------------------------------------------------------
+// Small utilities
+
+/** JSON text of `v` for messages (String(v) if it does not serialise). */
+export function json(v) {
+    try {
+        return JSON.stringify(v);
+    } catch {
+        return String(v);
+    }
+}
+
+/** 8 random hex characters, to make names and message bodies unique. */
+export const tag = () => randomBytes(4).toString("hex");
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------
 // SDK logging: quiet by default (expected failures such as M_UNKNOWN_TOKEN make
 // the SDK log errors), switchable with HS_E2E_SDK_LOG.
 
@@ -191,14 +208,6 @@ export function userIdFor(localpart) {
 // ---------------------------------------------------------------------------
 // Error assertions
 
-function describe(v) {
-    try {
-        return JSON.stringify(v);
-    } catch {
-        return String(v);
-    }
-}
-
 /**
  * Awaits `promiseOrFn` (a promise, or a function returning one) and asserts it
  * rejects with a MatrixError carrying the given errcode / HTTP status. Returns
@@ -221,7 +230,7 @@ export async function expectMatrixError(promiseOrFn, { errcode, status } = {}, w
             assert.equal(
                 err.httpStatus,
                 status,
-                `${what}: expected HTTP ${status}, got ${err.httpStatus} with body ${describe(err.data)}`,
+                `${what}: expected HTTP ${status}, got ${err.httpStatus} with body ${json(err.data)}`,
             );
         }
         if (errcode !== undefined) {
@@ -229,14 +238,14 @@ export async function expectMatrixError(promiseOrFn, { errcode, status } = {}, w
                 err.errcode ?? null,
                 errcode,
                 `${what}: expected errcode ${errcode}, got ${err.errcode} (HTTP ${err.httpStatus}) with body ` +
-                    describe(err.data),
+                    json(err.data),
             );
         }
         return err;
     }
     assert.fail(
         `${what}: expected it to fail with ${status ?? ""} ${errcode ?? "a Matrix error"} but it succeeded: ` +
-            describe(result),
+            json(result),
     );
 }
 
@@ -245,10 +254,10 @@ export function assertProperMatrixError(err, what = "request") {
     assert.ok(err instanceof MatrixError, `${what}: expected a MatrixError, got ${err?.name}: ${err?.message}`);
     assert.ok(
         err.httpStatus >= 400 && err.httpStatus < 500,
-        `${what}: expected a 4xx status, got ${err.httpStatus} ${describe(err.data)}`,
+        `${what}: expected a 4xx status, got ${err.httpStatus} ${json(err.data)}`,
     );
-    assert.match(String(err.errcode), /^M_[A-Z_]+$/, `${what}: bad errcode in ${describe(err.data)}`);
-    assert.equal(typeof err.data.error, "string", `${what}: missing "error" string in ${describe(err.data)}`);
+    assert.match(String(err.errcode), /^M_[A-Z_]+$/, `${what}: bad errcode in ${json(err.data)}`);
+    assert.equal(typeof err.data.error, "string", `${what}: missing "error" string in ${json(err.data)}`);
 }
 
 // ---------------------------------------------------------------------------
@@ -271,15 +280,15 @@ export function passwordAuth(user, password, session) {
  */
 export function assertUiaChallenge(err, stages, what = "request") {
     assert.ok(err instanceof MatrixError, `${what}: expected a MatrixError, got ${err?.name}: ${err?.message}`);
-    assert.equal(err.httpStatus, 401, `${what}: expected a 401 UIA challenge, got ${err.httpStatus} ${describe(err.data)}`);
+    assert.equal(err.httpStatus, 401, `${what}: expected a 401 UIA challenge, got ${err.httpStatus} ${json(err.data)}`);
     const body = err.data;
-    assert.equal(typeof body.session, "string", `${what}: UIA challenge has no session: ${describe(body)}`);
+    assert.equal(typeof body.session, "string", `${what}: UIA challenge has no session: ${json(body)}`);
     assert.ok(body.session.length > 0, `${what}: UIA challenge has an empty session`);
-    assert.ok(Array.isArray(body.flows), `${what}: UIA challenge has no flows array: ${describe(body)}`);
+    assert.ok(Array.isArray(body.flows), `${what}: UIA challenge has no flows array: ${json(body)}`);
     const offered = body.flows.map((f) => f?.stages);
     assert.ok(
         offered.some((s) => Array.isArray(s) && s.length === stages.length && s.every((x, i) => x === stages[i])),
-        `${what}: UIA flows ${describe(offered)} do not include ${describe(stages)}`,
+        `${what}: UIA flows ${json(offered)} do not include ${json(stages)}`,
     );
     return body;
 }
@@ -331,7 +340,7 @@ export async function registerUser({ prefix = "user", username, password, device
         const flows = (challenge.flows ?? []).map((f) => f?.stages);
         if (!flows.some((s) => Array.isArray(s) && s.length === 1 && s[0] === "m.login.dummy")) {
             throw new Error(
-                `e2e: registration needs a [m.login.dummy] flow but the server offers ${describe(flows)}`,
+                `e2e: registration needs a [m.login.dummy] flow but the server offers ${json(flows)}`,
             );
         }
         response = await anon.registerRequest({
@@ -340,9 +349,9 @@ export async function registerUser({ prefix = "user", username, password, device
         });
     }
 
-    assert.equal(typeof response.user_id, "string", `register: no user_id in ${describe(response)}`);
-    assert.equal(typeof response.access_token, "string", `register: no access_token in ${describe(response)}`);
-    assert.equal(typeof response.device_id, "string", `register: no device_id in ${describe(response)}`);
+    assert.equal(typeof response.user_id, "string", `register: no user_id in ${json(response)}`);
+    assert.equal(typeof response.access_token, "string", `register: no access_token in ${json(response)}`);
+    assert.equal(typeof response.device_id, "string", `register: no device_id in ${json(response)}`);
 
     const client = makeClient({
         accessToken: response.access_token,
@@ -381,9 +390,9 @@ export async function loginDevice(
     if (deviceId) request.device_id = deviceId;
     const response = await anon.loginRequest(request);
 
-    assert.equal(typeof response.access_token, "string", `login: no access_token in ${describe(response)}`);
-    assert.equal(typeof response.device_id, "string", `login: no device_id in ${describe(response)}`);
-    assert.equal(response.user_id, user.userId, `login: wrong user_id in ${describe(response)}`);
+    assert.equal(typeof response.access_token, "string", `login: no access_token in ${json(response)}`);
+    assert.equal(typeof response.device_id, "string", `login: no device_id in ${json(response)}`);
+    assert.equal(response.user_id, user.userId, `login: wrong user_id in ${json(response)}`);
 
     const client = makeClient({
         accessToken: response.access_token,
@@ -441,7 +450,7 @@ export async function sharedSecretNonce(client = makeClient()) {
     const body = await client.http.request(Method.Get, "/register", undefined, undefined, {
         prefix: "/_synapse/admin/v1",
     });
-    assert.equal(typeof body?.nonce, "string", `shared-secret register: GET returned no nonce: ${describe(body)}`);
+    assert.equal(typeof body?.nonce, "string", `shared-secret register: GET returned no nonce: ${json(body)}`);
     assert.ok(body.nonce.length > 0, "shared-secret register: empty nonce");
     return body;
 }
@@ -456,4 +465,257 @@ export function sharedSecretMac(secret, { nonce, username, password, admin = fal
         .update("\x00")
         .update(admin ? "admin" : "notadmin")
         .digest("hex");
+}
+
+// ---------------------------------------------------------------------------
+// Syncing clients, rooms and messages (sync.test.mjs, signals.test.mjs, e2ee.test.mjs)
+
+/** How long a live change may take from the sender's 200 to another client (default of until()). */
+export const LIVE_DEADLINE_MS = 5_000;
+/** How long startClient() may take to reach PREPARED. */
+export const PREPARED_DEADLINE_MS = 20_000;
+
+/**
+ * A REST-only client that sends events straight to the server. The SDK's default
+ * MatrixScheduler queues every m.room.message of a client into one FIFO and silently retries
+ * failed sends (which would hide a 5xx); this scheduler queues nothing and never retries.
+ */
+export function directClient({ accessToken, userId, deviceId }) {
+    return makeClient({
+        accessToken,
+        userId,
+        deviceId,
+        scheduler: new sdk.MatrixScheduler(
+            () => -1,
+            () => null,
+        ),
+    });
+}
+
+/** registerUser({prefix}) whose `client` is a directClient. */
+export async function newUser(prefix) {
+    const user = await registerUser({ prefix });
+    user.client = directClient(user);
+    return user;
+}
+
+/**
+ * A fetchFn that records the raw JSON of every successful /sync response (and, with
+ * `messages`, every /rooms/{roomId}/messages response) into `log`: entries
+ * {kind: "sync"|"messages", query, status, at, body}. It reads the body before handing a copy
+ * to the SDK, since the SDK silently drops what it already has (a duplicated event), ignores
+ * what it does not support and echoes some things locally.
+ */
+export function recordingFetch(log, { messages = false } = {}) {
+    return async (resource, init) => {
+        const res = await fetch(resource, init);
+        const url = new URL(typeof resource === "string" || resource instanceof URL ? resource : resource.url);
+        const kind = /\/sync$/.test(url.pathname)
+            ? "sync"
+            : messages && /\/rooms\/[^/]+\/messages$/.test(url.pathname)
+              ? "messages"
+              : null;
+        if (!kind || !res.ok) return res;
+        const text = await res.text();
+        const entry = { kind, query: Object.fromEntries(url.searchParams), status: res.status, at: Date.now() };
+        try {
+            entry.body = JSON.parse(text);
+        } catch {
+            entry.body = undefined;
+        }
+        log.push(entry);
+        return new Response(text, { status: res.status, statusText: res.statusText, headers: res.headers });
+    };
+}
+
+/**
+ * A client for `user` meant for startClient(); it records its raw /sync responses (and with
+ * `recordMessages` its /messages responses) in client.rawLog. `store` replaces the default
+ * MemoryStore; `stubPushRules` makes it use the SDK's default push rules instead of fetching
+ * GET /pushrules/; `extra` goes to createClient.
+ */
+export function syncClient(user, { store, recordMessages = false, stubPushRules = false, ...extra } = {}) {
+    const rawLog = [];
+    const client = makeClient({
+        accessToken: user.accessToken,
+        userId: user.userId,
+        deviceId: user.deviceId,
+        fetchFn: recordingFetch(rawLog, { messages: recordMessages }),
+        ...(store ? { store } : {}),
+        ...extra,
+    });
+    client.rawLog = rawLog;
+    if (stubPushRules) {
+        client.getPushRules = async () => {
+            client.setPushRules({ global: {} });
+            return client.pushRules;
+        };
+    }
+    return client;
+}
+
+/** One line for an error in a failure message. */
+export function describeError(err) {
+    if (!err) return "none";
+    if (err instanceof MatrixError) return `HTTP ${err.httpStatus} ${err.errcode} ${json(err.data)} (${err.url ?? ""})`;
+    return `${err.name}: ${err.message}`;
+}
+
+/**
+ * startClient({initialSyncLimit, pendingEventOrdering: "detached", ...rest}) and waits for the
+ * 'sync' event with state PREPARED. Fails with the last sync error if it does not come.
+ */
+export async function startSyncing(client, { initialSyncLimit = 20, ...rest } = {}) {
+    const states = [];
+    let lastError;
+    let onSync;
+    const prepared = new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+            reject(
+                new Error(
+                    `startClient for ${client.getUserId()}: no PREPARED within ${PREPARED_DEADLINE_MS} ms; ` +
+                        `sync states ${json(states)}; last error: ${describeError(lastError)}`,
+                ),
+            );
+        }, PREPARED_DEADLINE_MS);
+        onSync = (state, _prev, data) => {
+            states.push(state);
+            if (state === sdk.SyncState.Error) lastError = data?.error;
+            if (state === sdk.SyncState.Prepared) {
+                clearTimeout(timer);
+                resolve();
+            }
+        };
+        client.on(sdk.ClientEvent.Sync, onSync);
+    });
+    try {
+        await client.startClient({ initialSyncLimit, pendingEventOrdering: "detached", ...rest });
+        await prepared;
+    } finally {
+        client.removeListener(sdk.ClientEvent.Sync, onSync);
+    }
+    return client;
+}
+
+/** Polls `cond` until it returns a truthy value (returned); fails after timeoutMs with `what`. */
+export async function until(cond, { timeoutMs = LIVE_DEADLINE_MS, intervalMs = 20, what = "condition" } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+        const v = await cond();
+        if (v) return v;
+        if (Date.now() > deadline) {
+            assert.fail(`timed out after ${timeoutMs} ms waiting for ${typeof what === "function" ? what() : what}`);
+        }
+        await sleep(intervalMs);
+    }
+}
+
+/** owner.client.createRoom(options); returns the room ID. */
+export async function createRoom(owner, options) {
+    const res = await owner.client.createRoom(options);
+    assert.equal(typeof res?.room_id, "string", `createRoom: no room_id in ${json(res)}`);
+    return res.room_id;
+}
+
+/** The inviter invites each user in turn, who joins. */
+export async function inviteAndJoin(roomId, inviter, ...users) {
+    for (const u of users) {
+        await inviter.client.invite(roomId, u.userId);
+        await u.client.joinRoom(roomId);
+    }
+}
+
+/** Sends an m.text message through user.client; returns its event ID. */
+export async function sendText(user, roomId, body) {
+    const res = await user.client.sendMessage(roomId, { msgtype: "m.text", body });
+    assert.match(String(res?.event_id), /^\$/, `send "${body}": bad event_id in ${json(res)}`);
+    return res.event_id;
+}
+
+/** Sends `n` messages one after the other, as fast as the server answers: [{id, body, sentAt, ackAt}]. */
+export async function sendMany(user, roomId, n, label) {
+    const sent = [];
+    for (let i = 0; i < n; i++) {
+        const body = `${label} ${i}`;
+        const sentAt = Date.now();
+        const id = await sendText(user, roomId, body);
+        sent.push({ id, body, sentAt, ackAt: Date.now() });
+    }
+    return sent;
+}
+
+/**
+ * Collects the live m.room.message events a client emits for `roomId` through Room.timeline
+ * (not back-pagination, not removals): [{id, body, at}].
+ */
+export function collectLive(client, roomId) {
+    const got = [];
+    client.on(sdk.RoomEvent.Timeline, (ev, room, toStartOfTimeline, removed, data) => {
+        if (room?.roomId !== roomId || toStartOfTimeline || removed || !data?.liveEvent) return;
+        if (ev.getType() !== "m.room.message") return;
+        got.push({ id: ev.getId(), body: ev.getContent().body, at: Date.now() });
+    });
+    return got;
+}
+
+/** Message events of the room's live timeline, oldest first: [{id, body}]. */
+export function liveMessages(room) {
+    return room
+        .getLiveTimeline()
+        .getEvents()
+        .filter((e) => e.getType() === "m.room.message")
+        .map((e) => ({ id: e.getId(), body: e.getContent().body }));
+}
+
+/**
+ * Asserts `got` is exactly `want` in order, comparing IDs (elements: {id}, raw events
+ * {event_id} or ID strings); explains what is missing, duplicated or reordered, plus
+ * `explain(ids)` of the missing and duplicated ones if given.
+ */
+export function assertSameSequence(got, want, what, explain) {
+    const gotIds = got.map((e) => e.id ?? e.event_id ?? e);
+    const wantIds = want.map((e) => e.id ?? e);
+    if (json(gotIds) === json(wantIds)) return;
+    const count = new Map();
+    for (const id of gotIds) count.set(id, (count.get(id) ?? 0) + 1);
+    const dups = [...count].filter(([, n]) => n > 1).map(([id]) => id);
+    const missing = wantIds.filter((id) => !count.has(id));
+    const extra = gotIds.filter((id) => !wantIds.includes(id));
+    const bodyOf = new Map(want.map((e) => [e.id, e.body]));
+    const name = (id) => `${id}${bodyOf.has(id) ? ` (${json(bodyOf.get(id))})` : ""}`;
+    assert.fail(
+        `${what}: expected ${wantIds.length} events in send order, got ${gotIds.length}.` +
+            (missing.length ? ` Missing: ${missing.map(name).join(", ")}.` : "") +
+            (dups.length ? ` Duplicated: ${dups.map(name).join(", ")}.` : "") +
+            (extra.length ? ` Unexpected: ${extra.join(", ")}.` : "") +
+            (!missing.length && !dups.length && !extra.length ? ` Order differs: got ${gotIds.map(name).join(", ")}.` : "") +
+            (explain ? `\n${explain([...missing, ...dups])}` : ""),
+    );
+}
+
+/**
+ * A MemoryStore that keeps what a persistent store (IndexedDBStore) keeps across restarts: the
+ * accumulated sync data and the next_batch token, in a SyncAccumulator shared by the clients
+ * that are given it. A new client over the same accumulator starts like a restarted app: it
+ * replays the saved sync and continues with an incremental /sync from the saved token.
+ */
+export class PersistedSyncStore extends sdk.MemoryStore {
+    constructor(accumulator) {
+        super();
+        this.accumulator = accumulator;
+    }
+
+    setSyncData(syncData) {
+        this.accumulator.accumulate(syncData);
+        return Promise.resolve();
+    }
+
+    getSavedSync() {
+        const data = this.accumulator.getJSON();
+        return Promise.resolve(data.nextBatch ? structuredClone(data) : null);
+    }
+
+    getSavedSyncToken() {
+        return Promise.resolve(this.accumulator.getNextBatchToken() ?? null);
+    }
 }

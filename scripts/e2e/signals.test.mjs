@@ -12,7 +12,7 @@
 // presence.offline_timeout (Go durations such as 2s, 1500ms); unset, the config defaults (5m, 30s)
 // are assumed. scripts/test.sh starts its servers with 2s / 3s and passes the same values here.
 //
-// As in sync.test.mjs, the syncing clients record the raw /sync responses they receive, since the
+// As in sync.test.mjs, the syncing clients (syncClient, helpers.mjs) record the raw /sync responses they receive, since the
 // SDK hides some of what the server sends (a duplicated event, receipt types it does not support
 // such as dev.hearth.delivered, or where a receipt came from: it echoes the receipts its own user
 // sends locally).
@@ -21,17 +21,28 @@
 
 import { test, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 
 import {
-    MatrixError,
     Method,
+    PersistedSyncStore,
     TEST_TIMEOUT_MS,
-    makeClient,
-    registerUser,
+    assertSameSequence,
+    collectLive,
+    createRoom,
+    inviteAndJoin,
+    json,
+    liveMessages,
+    newUser,
     requireServer,
     sdk,
+    sendMany,
+    sendText,
+    sleep,
+    startSyncing,
     stopAllClients,
+    syncClient,
+    tag,
+    until,
 } from "./helpers.mjs";
 
 await requireServer();
@@ -40,25 +51,10 @@ afterEach(() => stopAllClients());
 
 const opts = { timeout: TEST_TIMEOUT_MS };
 
-/** How long a live change may take to reach another user's client. */
-const LIVE_DEADLINE_MS = 5_000;
-/** How long startClient() may take to reach PREPARED. */
-const PREPARED_DEADLINE_MS = 20_000;
-
-const { ClientEvent, RoomEvent, RoomMemberEvent, SyncState, UserEvent } = sdk;
+const { RoomMemberEvent, UserEvent } = sdk;
 const { ReceiptType } = sdk;
 const DELIVERED = "dev.hearth.delivered";
 const DELIVERY_OPT_IN = "dev.hearth.delivery_receipts";
-
-const tag = () => randomBytes(4).toString("hex");
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const json = (v) => {
-    try {
-        return JSON.stringify(v);
-    } catch {
-        return String(v);
-    }
-};
 
 /** Milliseconds of a Go duration string such as "3s", "1500ms", "1m30s", "5m0s". */
 function goDurationMs(text, fallbackMs, name) {
@@ -80,181 +76,7 @@ const PRESENCE_OFFLINE_MS = goDurationMs(
 );
 
 // ---------------------------------------------------------------------------
-// Users and clients (as in sync.test.mjs)
-
-/** A REST-only client that sends at once and never retries. */
-function directClient({ accessToken, userId, deviceId }) {
-    return makeClient({
-        accessToken,
-        userId,
-        deviceId,
-        scheduler: new sdk.MatrixScheduler(
-            () => -1,
-            () => null,
-        ),
-    });
-}
-
-async function newUser(prefix) {
-    const user = await registerUser({ prefix });
-    user.client = directClient(user);
-    return user;
-}
-
-/** Records the raw JSON of every successful /sync response: entries {query, body, at}. */
-function recordingFetch(log) {
-    return async (resource, init) => {
-        const res = await fetch(resource, init);
-        const url = new URL(typeof resource === "string" || resource instanceof URL ? resource : resource.url);
-        if (!/\/sync$/.test(url.pathname) || !res.ok) return res;
-        const text = await res.text();
-        const entry = { query: Object.fromEntries(url.searchParams), at: Date.now() };
-        try {
-            entry.body = JSON.parse(text);
-        } catch {
-            entry.body = undefined;
-        }
-        log.push(entry);
-        return new Response(text, { status: res.status, statusText: res.statusText, headers: res.headers });
-    };
-}
-
-/** A client for `user` meant for startClient(); its raw /sync responses go to client.rawLog. */
-function syncClient(user, { store } = {}) {
-    const rawLog = [];
-    const client = makeClient({
-        accessToken: user.accessToken,
-        userId: user.userId,
-        deviceId: user.deviceId,
-        fetchFn: recordingFetch(rawLog),
-        ...(store ? { store } : {}),
-    });
-    client.rawLog = rawLog;
-    return client;
-}
-
-function describeError(err) {
-    if (!err) return "none";
-    if (err instanceof MatrixError) return `HTTP ${err.httpStatus} ${err.errcode} ${json(err.data)} (${err.url ?? ""})`;
-    return `${err.name}: ${err.message}`;
-}
-
-/** startClient() and wait for PREPARED; fails with the last sync error if it does not come. */
-async function startSyncing(client, { initialSyncLimit = 20, ...rest } = {}) {
-    const states = [];
-    let lastError;
-    let onSync;
-    const prepared = new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-            reject(
-                new Error(
-                    `startClient for ${client.getUserId()}: no PREPARED within ${PREPARED_DEADLINE_MS} ms; ` +
-                        `sync states ${json(states)}; last error: ${describeError(lastError)}`,
-                ),
-            );
-        }, PREPARED_DEADLINE_MS);
-        onSync = (state, _prev, data) => {
-            states.push(state);
-            if (state === SyncState.Error) lastError = data?.error;
-            if (state === SyncState.Prepared) {
-                clearTimeout(timer);
-                resolve();
-            }
-        };
-        client.on(ClientEvent.Sync, onSync);
-    });
-    try {
-        await client.startClient({ initialSyncLimit, pendingEventOrdering: "detached", ...rest });
-        await prepared;
-    } finally {
-        client.removeListener(ClientEvent.Sync, onSync);
-    }
-    return client;
-}
-
-/** Polls `cond` until it returns a truthy value; fails after timeoutMs with `what`. */
-async function until(cond, { timeoutMs = LIVE_DEADLINE_MS, intervalMs = 20, what = "condition" } = {}) {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-        const v = await cond();
-        if (v) return v;
-        if (Date.now() > deadline) {
-            assert.fail(`timed out after ${timeoutMs} ms waiting for ${typeof what === "function" ? what() : what}`);
-        }
-        await sleep(intervalMs);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Rooms and events
-
-async function createRoom(owner, options) {
-    const res = await owner.client.createRoom(options);
-    assert.equal(typeof res?.room_id, "string", `createRoom: no room_id in ${json(res)}`);
-    return res.room_id;
-}
-
-async function inviteAndJoin(roomId, inviter, ...users) {
-    for (const u of users) {
-        await inviter.client.invite(roomId, u.userId);
-        await u.client.joinRoom(roomId);
-    }
-}
-
-async function sendText(user, roomId, body) {
-    const res = await user.client.sendMessage(roomId, { msgtype: "m.text", body });
-    assert.match(String(res?.event_id), /^\$/, `send "${body}": bad event_id in ${json(res)}`);
-    return res.event_id;
-}
-
-async function sendMany(user, roomId, n, label) {
-    const sent = [];
-    for (let i = 0; i < n; i++) {
-        const body = `${label} ${i}`;
-        sent.push({ id: await sendText(user, roomId, body), body });
-    }
-    return sent;
-}
-
-/** Live m.room.message events a client emits for `roomId` through Room.timeline: [{id, body}]. */
-function collectLive(client, roomId) {
-    const got = [];
-    client.on(RoomEvent.Timeline, (ev, room, toStartOfTimeline, removed, data) => {
-        if (room?.roomId !== roomId || toStartOfTimeline || removed || !data?.liveEvent) return;
-        if (ev.getType() !== "m.room.message") return;
-        got.push({ id: ev.getId(), body: ev.getContent().body });
-    });
-    return got;
-}
-
-function liveMessages(room) {
-    return room
-        .getLiveTimeline()
-        .getEvents()
-        .filter((e) => e.getType() === "m.room.message")
-        .map((e) => ({ id: e.getId(), body: e.getContent().body }));
-}
-
-/** Asserts `got` (ids) is exactly `want` (ids) in order; explains missing, duplicate, reordered. */
-function assertSameSequence(got, want, what) {
-    const gotIds = got.map((e) => e.id ?? e.event_id ?? e);
-    const wantIds = want.map((e) => e.id ?? e);
-    if (json(gotIds) === json(wantIds)) return;
-    const count = new Map();
-    for (const id of gotIds) count.set(id, (count.get(id) ?? 0) + 1);
-    const dups = [...count].filter(([, n]) => n > 1).map(([id]) => id);
-    const missing = wantIds.filter((id) => !count.has(id));
-    const extra = gotIds.filter((id) => !wantIds.includes(id));
-    const bodyOf = new Map(want.map((e) => [e.id, e.body]));
-    const name = (id) => `${id}${bodyOf.has(id) ? ` (${json(bodyOf.get(id))})` : ""}`;
-    assert.fail(
-        `${what}: expected ${wantIds.length} events in send order, got ${gotIds.length}.` +
-            (missing.length ? ` Missing: ${missing.map(name).join(", ")}.` : "") +
-            (dups.length ? ` Duplicated: ${dups.map(name).join(", ")}.` : "") +
-            (extra.length ? ` Unexpected: ${extra.join(", ")}.` : "") +
-            (!missing.length && !dups.length && !extra.length ? ` Order differs: got ${gotIds.map(name).join(", ")}.` : ""),
-    );
-}
+// Raw /sync responses (the syncing clients record theirs: syncClient in helpers.mjs)
 
 /** GET /sync through a client's http API (timeout 0 unless given). */
 function rawSync(user, query = {}) {
@@ -639,31 +461,6 @@ test("offline device: bob's device resumes from its token and gets the 30 missed
         "plain /sync from the saved token",
     );
 });
-
-/**
- * A MemoryStore that keeps what a persistent store keeps across restarts (see sync.test.mjs):
- * a new client over the same accumulator replays the saved sync and continues from its token.
- */
-class PersistedSyncStore extends sdk.MemoryStore {
-    constructor(accumulator) {
-        super();
-        this.accumulator = accumulator;
-    }
-
-    setSyncData(syncData) {
-        this.accumulator.accumulate(syncData);
-        return Promise.resolve();
-    }
-
-    getSavedSync() {
-        const data = this.accumulator.getJSON();
-        return Promise.resolve(data.nextBatch ? structuredClone(data) : null);
-    }
-
-    getSavedSyncToken() {
-        return Promise.resolve(this.accumulator.getNextBatchToken() ?? null);
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Delivery receipts

@@ -22,18 +22,32 @@
 
 import { test, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 
 import {
+    LIVE_DEADLINE_MS,
     MatrixError,
     Method,
+    PersistedSyncStore,
     TEST_TIMEOUT_MS,
+    assertSameSequence,
+    collectLive,
+    createRoom,
+    describeError,
+    inviteAndJoin,
+    json,
+    liveMessages,
     loginDevice,
-    makeClient,
+    newUser,
     registerUser,
     requireServer,
     sdk,
+    sendMany,
+    sendText,
+    startSyncing,
     stopAllClients,
+    syncClient as recordingSyncClient,
+    tag,
+    until,
 } from "./helpers.mjs";
 
 // Fail the whole file at once, with a clear message, if no server is there.
@@ -43,22 +57,7 @@ afterEach(() => stopAllClients());
 
 const opts = { timeout: TEST_TIMEOUT_MS };
 
-/** How long a live event may take from the sender's 200 to the receiver's Room.timeline. */
-const LIVE_DEADLINE_MS = 5_000;
-/** How long startClient() may take to reach PREPARED. */
-const PREPARED_DEADLINE_MS = 20_000;
-
-const { ClientEvent, RoomEvent, RoomMemberEvent, SyncState } = sdk;
-
-const tag = () => randomBytes(4).toString("hex");
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const json = (v) => {
-    try {
-        return JSON.stringify(v);
-    } catch {
-        return String(v);
-    }
-};
+const { ClientEvent, RoomEvent, RoomMemberEvent } = sdk;
 
 // ---------------------------------------------------------------------------
 // Push rules pre-flight (see the header).
@@ -98,186 +97,14 @@ let stubPushRules = false;
 }
 
 // ---------------------------------------------------------------------------
-// Users and clients
-
-/** A REST-only client that sends at once and never retries (see rooms.test.mjs). */
-function directClient({ accessToken, userId, deviceId }) {
-    return makeClient({
-        accessToken,
-        userId,
-        deviceId,
-        scheduler: new sdk.MatrixScheduler(
-            () => -1,
-            () => null,
-        ),
-    });
-}
-
-async function newUser(prefix) {
-    const user = await registerUser({ prefix });
-    user.client = directClient(user);
-    return user;
-}
-
-/**
- * Records the raw JSON of every successful /sync and /messages response a client receives:
- * entries {kind: "sync"|"messages", query, body}. Reads the body before handing a copy to the SDK.
- */
-function recordingFetch(log) {
-    return async (resource, init) => {
-        const res = await fetch(resource, init);
-        const url = new URL(typeof resource === "string" || resource instanceof URL ? resource : resource.url);
-        const kind = /\/sync$/.test(url.pathname)
-            ? "sync"
-            : /\/rooms\/[^/]+\/messages$/.test(url.pathname)
-              ? "messages"
-              : null;
-        if (!kind || !res.ok) return res;
-        const text = await res.text();
-        const entry = { kind, query: Object.fromEntries(url.searchParams), status: res.status };
-        try {
-            entry.body = JSON.parse(text);
-        } catch {
-            entry.body = undefined;
-        }
-        log.push(entry);
-        return new Response(text, { status: res.status, statusText: res.statusText, headers: res.headers });
-    };
-}
+// Clients and raw responses
 
 /**
  * A client for `user` meant for startClient(). It records its raw /sync and /messages responses
- * in client.rawLog. `store` replaces the default MemoryStore.
+ * in client.rawLog (helpers.mjs syncClient). `store` replaces the default MemoryStore.
  */
 function syncClient(user, { store } = {}) {
-    const rawLog = [];
-    const client = makeClient({
-        accessToken: user.accessToken,
-        userId: user.userId,
-        deviceId: user.deviceId,
-        fetchFn: recordingFetch(rawLog),
-        ...(store ? { store } : {}),
-    });
-    client.rawLog = rawLog;
-    if (stubPushRules) {
-        client.getPushRules = async () => {
-            client.setPushRules({ global: {} });
-            return client.pushRules;
-        };
-    }
-    return client;
-}
-
-/**
- * startClient({initialSyncLimit, pendingEventOrdering: "detached"}) and waits for the 'sync'
- * event with state PREPARED. Fails with the last sync error if it does not come.
- */
-async function startSyncing(client, { initialSyncLimit = 20, ...rest } = {}) {
-    const states = [];
-    let lastError;
-    let onSync;
-    const prepared = new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-            reject(
-                new Error(
-                    `startClient for ${client.getUserId()}: no PREPARED within ${PREPARED_DEADLINE_MS} ms; ` +
-                        `sync states ${json(states)}; last error: ${describeError(lastError)}`,
-                ),
-            );
-        }, PREPARED_DEADLINE_MS);
-        onSync = (state, _prev, data) => {
-            states.push(state);
-            if (state === SyncState.Error) lastError = data?.error;
-            if (state === SyncState.Prepared) {
-                clearTimeout(timer);
-                resolve();
-            }
-        };
-        client.on(ClientEvent.Sync, onSync);
-    });
-    try {
-        await client.startClient({ initialSyncLimit, pendingEventOrdering: "detached", ...rest });
-        await prepared;
-    } finally {
-        client.removeListener(ClientEvent.Sync, onSync);
-    }
-    return client;
-}
-
-function describeError(err) {
-    if (!err) return "none";
-    if (err instanceof MatrixError) return `HTTP ${err.httpStatus} ${err.errcode} ${json(err.data)} (${err.url ?? ""})`;
-    return `${err.name}: ${err.message}`;
-}
-
-/** Polls `cond` until it returns a truthy value; fails after timeoutMs with `what`. */
-async function until(cond, { timeoutMs = LIVE_DEADLINE_MS, intervalMs = 20, what = "condition" } = {}) {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-        const v = await cond();
-        if (v) return v;
-        if (Date.now() > deadline) {
-            assert.fail(`timed out after ${timeoutMs} ms waiting for ${typeof what === "function" ? what() : what}`);
-        }
-        await sleep(intervalMs);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Rooms and events
-
-async function createRoom(owner, options) {
-    const res = await owner.client.createRoom(options);
-    assert.equal(typeof res?.room_id, "string", `createRoom: no room_id in ${json(res)}`);
-    return res.room_id;
-}
-
-async function inviteAndJoin(roomId, inviter, ...users) {
-    for (const u of users) {
-        await inviter.client.invite(roomId, u.userId);
-        await u.client.joinRoom(roomId);
-    }
-}
-
-async function sendText(user, roomId, body) {
-    const res = await user.client.sendMessage(roomId, { msgtype: "m.text", body });
-    assert.match(String(res?.event_id), /^\$/, `send "${body}": bad event_id in ${json(res)}`);
-    return res.event_id;
-}
-
-/** Sends `n` messages one after the other, as fast as the server answers. */
-async function sendMany(user, roomId, n, label) {
-    const sent = [];
-    for (let i = 0; i < n; i++) {
-        const body = `${label} ${i}`;
-        const sentAt = Date.now();
-        const id = await sendText(user, roomId, body);
-        sent.push({ id, body, sentAt, ackAt: Date.now() });
-    }
-    return sent;
-}
-
-/**
- * Collects the live m.room.message events a client emits for `roomId` through Room.timeline
- * (not back-pagination, not removals): [{id, body, at}].
- */
-function collectLive(client, roomId) {
-    const got = [];
-    client.on(RoomEvent.Timeline, (ev, room, toStartOfTimeline, removed, data) => {
-        if (room?.roomId !== roomId || toStartOfTimeline || removed || !data?.liveEvent) return;
-        if (ev.getType() !== "m.room.message") return;
-        got.push({ id: ev.getId(), body: ev.getContent().body, at: Date.now() });
-    });
-    return got;
-}
-
-/** Message events of the room's live timeline, oldest first. */
-function liveMessages(room) {
-    return room
-        .getLiveTimeline()
-        .getEvents()
-        .filter((e) => e.getType() === "m.room.message")
-        .map((e) => ({ id: e.getId(), body: e.getContent().body }));
+    return recordingSyncClient(user, { store, recordMessages: true, stubPushRules });
 }
 
 /**
@@ -297,28 +124,6 @@ function describeSyncs(client, roomId, ids = []) {
             );
         })
         .join("\n");
-}
-
-/** Asserts `got` (ids) is exactly `want` (ids) in order; explains missing, duplicate, reordered. */
-function assertSameSequence(got, want, what, explain) {
-    const gotIds = got.map((e) => e.id ?? e);
-    const wantIds = want.map((e) => e.id ?? e);
-    if (json(gotIds) === json(wantIds)) return;
-    const count = new Map();
-    for (const id of gotIds) count.set(id, (count.get(id) ?? 0) + 1);
-    const dups = [...count].filter(([, n]) => n > 1).map(([id]) => id);
-    const missing = wantIds.filter((id) => !count.has(id));
-    const extra = gotIds.filter((id) => !wantIds.includes(id));
-    const bodyOf = new Map(want.map((e) => [e.id, e.body]));
-    const name = (id) => `${id}${bodyOf.has(id) ? ` (${json(bodyOf.get(id))})` : ""}`;
-    assert.fail(
-        `${what}: expected ${wantIds.length} events in send order, got ${gotIds.length}.` +
-            (missing.length ? ` Missing: ${missing.map(name).join(", ")}.` : "") +
-            (dups.length ? ` Duplicated: ${dups.map(name).join(", ")}.` : "") +
-            (extra.length ? ` Unexpected: ${extra.join(", ")}.` : "") +
-            (!missing.length && !dups.length && !extra.length ? ` Order differs: got ${gotIds.map(name).join(", ")}.` : "") +
-            (explain ? `\n${explain([...missing, ...dups])}` : ""),
-    );
 }
 
 /** Room timeline events (raw JSON) the server sent for `roomId` in the recorded /sync responses. */
@@ -347,33 +152,6 @@ async function unlessUnrecognized(t, fn, why) {
             return false;
         }
         throw err;
-    }
-}
-
-/**
- * A MemoryStore that keeps what a persistent store (IndexedDBStore) keeps across restarts: the
- * accumulated sync data and the next_batch token, in a SyncAccumulator shared by the clients
- * that are given it. A new client over the same accumulator starts like a restarted app: it
- * replays the saved sync and continues with an incremental /sync from the saved token.
- */
-class PersistedSyncStore extends sdk.MemoryStore {
-    constructor(accumulator) {
-        super();
-        this.accumulator = accumulator;
-    }
-
-    setSyncData(syncData) {
-        this.accumulator.accumulate(syncData);
-        return Promise.resolve();
-    }
-
-    getSavedSync() {
-        const data = this.accumulator.getJSON();
-        return Promise.resolve(data.nextBatch ? structuredClone(data) : null);
-    }
-
-    getSavedSyncToken() {
-        return Promise.resolve(this.accumulator.getNextBatchToken() ?? null);
     }
 }
 
