@@ -23,6 +23,7 @@ type ctxKey int
 const (
 	keyCaller ctxKey = iota
 	keyRequestID
+	keyStreamPoll // set on the /sync calls of an SSE or WebSocket stream after its first
 	keyLogger
 )
 

@@ -27,7 +27,9 @@ func (a *API) routesSync(r chi.Router) {
 func (a *API) sync(r *http.Request) (any, error) {
 	c := callerOf(r)
 	q := r.URL.Query()
-	req := hsync.Request{UserID: string(c.UserID), Localpart: c.Localpart, DeviceID: c.DeviceID, Since: q.Get("since")}
+	req := hsync.Request{UserID: string(c.UserID), Localpart: c.Localpart, DeviceID: c.DeviceID, Since: q.Get("since"),
+		// A stream's own position is no proof that the client received what it was sent.
+		NoAck: r.Context().Value(keyStreamPoll) != nil}
 	if s := q.Get("timeout"); s != "" {
 		ms, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {

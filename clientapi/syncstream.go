@@ -43,6 +43,7 @@ type syncStream struct {
 	params    url.Values // filter and set_presence, passed to every poll
 	since     string     // the next_batch of the last delivered response ("" before the first)
 	fullState string     // the full_state parameter, for the first poll only
+	polled    bool       // a poll ran already
 }
 
 // newSyncStream starts a stream at since with the /sync query parameters q (since, timeout and
@@ -82,7 +83,14 @@ func (st *syncStream) poll(ctx context.Context, wait time.Duration) (resp *hsync
 	if st.fullState != "" {
 		q.Set("full_state", st.fullState)
 	}
-	r := st.base.WithContext(context.WithValue(ctx, keyCaller, st.caller))
+	pctx := context.WithValue(ctx, keyCaller, st.caller)
+	if st.polled {
+		// Only the client's own token (the first poll's since) acknowledges to-device messages:
+		// later positions are the server's, and what it wrote may not have arrived.
+		pctx = context.WithValue(pctx, keyStreamPoll, true)
+	}
+	st.polled = true
+	r := st.base.WithContext(pctx)
 	u := *r.URL
 	u.RawQuery = q.Encode()
 	r.URL = &u

@@ -108,17 +108,3 @@ func (s *Service) localUser(userID string) (localpart string, ok bool) {
 	}
 	return u.Localpart(), true
 }
-
-// ReceiveDeviceChange is the bus callback of device announcements (a device logged in, was
-// renamed or deleted; data is {"user_id": ...}): it wakes the syncs of everyone sharing a room
-// with the user, on every node, so they read the device_lists change the transaction recorded.
-func (s *Service) ReceiveDeviceChange(data []byte) {
-	var m struct {
-		UserID string `json:"user_id"`
-	}
-	if err := json.Unmarshal(data, &m); err != nil || m.UserID == "" {
-		s.log.Warn("e2ee: bad device change notice", "data", string(data))
-		return
-	}
-	s.wakeSharing(m.UserID)
-}

@@ -136,18 +136,23 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	r := chi.NewRouter()
 	api := clientapi.New(cfg, s.Accounts, s.Rooms, push.New(s.Store, s.Bus, log), s.Sync, log, s.registry)
 	s.api = api
-	s.ToDevice = e2ee.NewToDevice(s.Store, s.notifier, e2ee.ToDeviceOptions{ServerName: cfg.ServerName}, log)
+	waker, err := hsync.NewBusWaker(s.notifier, s.Bus)
+	if err != nil {
+		return nil, err
+	}
+	s.ToDevice = e2ee.NewToDevice(s.Store, waker, e2ee.ToDeviceOptions{ServerName: cfg.ServerName}, log)
 	s.Backup = e2ee.NewBackup(s.Store, log)
 	s.Dehydrated = e2ee.NewDehydrated(s.Store, s.Accounts, s.ToDevice, nil, log)
 	api.SetToDevice(s.ToDevice)
 	api.SetBackup(s.Backup)
 	api.SetDehydrated(s.Dehydrated)
-	s.E2EE = e2ee.New(s.Store, s.notifier, e2ee.Options{ServerName: cfg.ServerName}, log)
+	s.E2EE = e2ee.New(s.Store, waker, e2ee.Options{ServerName: cfg.ServerName}, log)
 	api.SetE2EE(s.E2EE)
+	s.Sync.SetE2EE(s.E2EE, s.ToDevice)
 	s.Dehydrated.SetKeyUploader(s.E2EE)
 	// Device logins and deletions (recorded on the device_lists stream in their transaction) wake
 	// the syncs of the user's room-mates, on every node.
-	if _, err := s.Bus.Subscribe(bus.SubjectDeviceChange, s.E2EE.ReceiveDeviceChange); err != nil {
+	if _, err := s.Bus.Subscribe(bus.SubjectDeviceChange, s.notifier.ReceiveDeviceChange); err != nil {
 		return nil, err
 	}
 	api.Wrap(r)

@@ -26,6 +26,10 @@ const (
 	// SubjectPresence carries a user's presence state (changes and rate-limited heartbeats), which
 	// lives in memory on every node: data is the JSON of presence.wireState.
 	SubjectPresence = "hs.presence"
+	// SubjectWake asks every node to wake users' syncs (changes with no stream subject of their
+	// own: to-device messages, key uploads): data is the JSON {"users": [...], "sharing": bool},
+	// sharing meaning also everyone who shares a room with them.
+	SubjectWake = "hs.wake"
 )
 
 // SubjectRoomEvent is where a room's new stream positions are announced after commit: data is

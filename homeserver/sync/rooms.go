@@ -91,7 +91,8 @@ func (s *Service) build(ctx context.Context, req Request, since *Token) (*Respon
 	for _, a := range ads {
 		adPos = max(adPos, a.StreamPos)
 	}
-	to := Token{Events: evPos, AccountData: adPos, Receipts: rcPos}
+	to := Token{Events: evPos, AccountData: adPos, Receipts: rcPos,
+		ToDevice: pos[storage.StreamToDevice], DeviceLists: pos[storage.StreamDeviceLists]}
 	if since != nil && since.after(to) {
 		return nil, spec.ErrInvalidParam.With("The since token is ahead of this server")
 	}
@@ -167,6 +168,12 @@ func (s *Service) build(ctx context.Context, req Request, since *Token) (*Respon
 		return nil, err
 	}
 	if err := s.fillInvites(ctx, c, invites, resp); err != nil {
+		return nil, err
+	}
+	if err := s.fillToDevice(ctx, req, since, from, to.ToDevice, resp, &to); err != nil {
+		return nil, err
+	}
+	if err := s.fillKeys(ctx, req, since, from, to, jobs, resp); err != nil {
 		return nil, err
 	}
 	resp.adPos = to.AccountData
@@ -481,11 +488,11 @@ func hasMember(evs []storage.Event) bool {
 	return false
 }
 
-func nonNil(evs []json.RawMessage) []json.RawMessage {
-	if evs == nil {
-		return []json.RawMessage{}
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
 	}
-	return evs
+	return s
 }
 
 // maxHeroes is how many members m.heroes names.

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hearthmx/homeserver/e2ee"
 	"github.com/hearthmx/homeserver/homeserver/coalesce"
 	"github.com/hearthmx/homeserver/homeserver/filter"
 	"github.com/hearthmx/homeserver/homeserver/presence"
@@ -32,6 +33,10 @@ type Service struct {
 	unread   unreadCache
 	optIns   optInCache
 	lazy     lazyCache
+	acks     ackCache
+
+	keys     *e2ee.Service
+	toDevice *e2ee.ToDevice
 
 	// Reads shared by the connections woken together: the stream positions (a read that starts
 	// after the caller asked), and the events of rooms between two committed positions.
@@ -83,7 +88,7 @@ func New(store *storage.Store, rooms *room.Service, n *Notifier, eph Ephemeral, 
 		roomEvents: coalesce.NewCache[roomEventsKey, []storage.Event](3*time.Second, 4096),
 		states:     coalesce.NewCache[stateKey, storage.StateMap](3*time.Second, 256)}
 	s.positions = coalesce.NewReader(func(ctx context.Context) (map[string]int64, error) {
-		return store.Read().Positions(ctx, storage.StreamEvents, storage.StreamAccountData, storage.StreamReceipts)
+		return store.Read().Positions(ctx, append([]string{storage.StreamEvents, storage.StreamAccountData, storage.StreamReceipts}, e2eeStreams...)...)
 	})
 	return s
 }
@@ -114,15 +119,22 @@ type Request struct {
 	FullState                   bool
 	Filter                      filter.Filter
 	SetPresence                 string // "", online, unavailable or offline
+	// NoAck keeps the to-device messages before Since (SSE and WebSocket streams move Since
+	// themselves; only a token the client presents proves it received them).
+	NoAck bool
 }
 
-// Response is the /sync response body. Streams that do not exist yet (to-device, device lists,
-// one-time key counts) are left out, which the spec allows.
+// Response is the /sync response body.
 type Response struct {
 	NextBatch   string    `json:"next_batch"`
 	Rooms       Rooms     `json:"rooms"`
 	Presence    EventList `json:"presence"`
 	AccountData EventList `json:"account_data"`
+	// The end-to-end encryption sections (left out when the server runs without them).
+	ToDevice               *EventList     `json:"to_device,omitempty"`
+	DeviceLists            *DeviceLists   `json:"device_lists,omitempty"`
+	OneTimeKeysCount       map[string]int `json:"device_one_time_keys_count,omitzero"`
+	UnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types,omitzero"`
 
 	// delivered are, per joined room, the newest timeline event of the response that another
 	// user sent: what a delivery receipt is recorded for once the response goes out.
@@ -199,7 +211,7 @@ type LeftRoom struct {
 // Empty reports whether the response tells the client nothing new.
 func (r *Response) Empty() bool {
 	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Knock) == 0 && len(r.Rooms.Leave) == 0 &&
-		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0
+		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && r.ToDevice == nil && r.DeviceLists == nil
 }
 
 // Sync is GET /sync: an initial sync without Since; otherwise everything after Since, waiting up

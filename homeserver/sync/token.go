@@ -16,9 +16,9 @@ import (
 //
 // Text form: "s" then the parts in a fixed order, joined by "_":
 //
-//	s<events>_<account_data>_<receipts>_<typing>_<presence>
+//	s<events>_<account_data>_<receipts>_<typing>_<presence>_<to_device>_<device_lists>
 //
-// New streams (to-device, device lists) are appended as further parts. A token with fewer parts
+// New streams are appended as further parts. A token with fewer parts
 // reads the missing ones as 0 (an older server's token: the client gets those streams from the
 // start, which for receipts, typing and presence is their current state); parts beyond the ones
 // known are ignored. "s<events>" alone is the room package's stream token (/messages accepts our
@@ -29,11 +29,13 @@ type Token struct {
 	Receipts    int64
 	Typing      int64
 	Presence    int64
+	ToDevice    int64
+	DeviceLists int64
 }
 
 // parts are the token's positions in text order.
-func (t Token) parts() [5]int64 {
-	return [5]int64{t.Events, t.AccountData, t.Receipts, t.Typing, t.Presence}
+func (t Token) parts() [7]int64 {
+	return [7]int64{t.Events, t.AccountData, t.Receipts, t.Typing, t.Presence, t.ToDevice, t.DeviceLists}
 }
 
 // String is the token's text form.
@@ -52,7 +54,8 @@ func (t Token) String() string {
 // after reports whether any database-backed part of t is ahead of u. Typing and presence are left
 // out: their clocks are per node, and a node catches up with a token it is shown.
 func (t Token) after(u Token) bool {
-	return t.Events > u.Events || t.AccountData > u.AccountData || t.Receipts > u.Receipts
+	return t.Events > u.Events || t.AccountData > u.AccountData || t.Receipts > u.Receipts ||
+		t.ToDevice > u.ToDevice || t.DeviceLists > u.DeviceLists
 }
 
 // ParseToken reads a token's text form; anything else is M_INVALID_PARAM.
@@ -62,7 +65,7 @@ func ParseToken(s string) (Token, error) {
 		return Token{}, bad
 	}
 	parts := strings.Split(s[1:], "_")
-	var pos [5]int64
+	var pos [7]int64
 	for i, p := range parts {
 		n, err := strconv.ParseInt(p, 10, 64)
 		if err != nil || n < 0 || p != strconv.FormatInt(n, 10) {
@@ -72,5 +75,6 @@ func ParseToken(s string) (Token, error) {
 			pos[i] = n
 		}
 	}
-	return Token{Events: pos[0], AccountData: pos[1], Receipts: pos[2], Typing: pos[3], Presence: pos[4]}, nil
+	return Token{Events: pos[0], AccountData: pos[1], Receipts: pos[2], Typing: pos[3], Presence: pos[4],
+		ToDevice: pos[5], DeviceLists: pos[6]}, nil
 }

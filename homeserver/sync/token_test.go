@@ -10,9 +10,10 @@ func TestToken(t *testing.T) {
 	}{
 		{"s12_3", Token{Events: 12, AccountData: 3}, true}, // an older token: receipts, typing, presence from the start
 		{"s12", Token{Events: 12}, true},                   // the room package's stream token
-		{"s12_3_7_9", Token{12, 3, 7, 9, 0}, true},
-		{"s12_3_7_9_1730000000000", Token{12, 3, 7, 9, 1730000000000}, true},
-		{"s12_3_7_9_5_6_7", Token{12, 3, 7, 9, 5}, true}, // parts of streams added later are ignored
+		{"s12_3_7_9", Token{12, 3, 7, 9, 0, 0, 0}, true},
+		{"s12_3_7_9_1730000000000", Token{12, 3, 7, 9, 1730000000000, 0, 0}, true},
+		{"s12_3_7_9_5_6_7", Token{12, 3, 7, 9, 5, 6, 7}, true},
+		{"s12_3_7_9_5_6_7_8", Token{12, 3, 7, 9, 5, 6, 7}, true}, // parts of streams added later are ignored
 		{"s0_0", Token{}, true},
 		{"", Token{}, false},
 		{"s", Token{}, false},
