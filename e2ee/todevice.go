@@ -196,8 +196,11 @@ func (t *ToDevice) expand(ctx context.Context, c storage.Conn, local map[string]
 	return msgs, nil
 }
 
-// checkQueues refuses the request with ErrQueueFull if a recipient device already has MaxPending
-// messages waiting, except for full dehydrated devices, whose messages are dropped from msgs.
+// checkQueues drops from msgs the messages for devices that already have MaxPending messages
+// waiting, so that one flooded or long-absent device cannot block a room-key share addressed to
+// many. When that leaves nothing to deliver to a device that syncs (a dehydrated device never
+// does: its messages are dropped quietly), the request is refused with ErrQueueFull, so the
+// sender learns that its messages were not delivered.
 func (t *ToDevice) checkQueues(ctx context.Context, c storage.Conn, msgs []storage.ToDeviceMessage) ([]storage.ToDeviceMessage, error) {
 	var users []string
 	for i, m := range msgs {
@@ -210,6 +213,7 @@ func (t *ToDevice) checkQueues(ctx context.Context, c storage.Conn, msgs []stora
 		return msgs, err
 	}
 	kept := msgs[:0:0]
+	refused := false
 	for _, m := range msgs {
 		if !slices.Contains(full[m.Localpart], m.DeviceID) {
 			kept = append(kept, m)
@@ -220,11 +224,15 @@ func (t *ToDevice) checkQueues(ctx context.Context, c storage.Conn, msgs []stora
 			return nil, err
 		}
 		if err != nil || d.DeviceID != m.DeviceID {
-			t.log.InfoContext(ctx, "to-device request refused: a recipient's queue is full", "user", m.Localpart,
+			refused = true
+			t.log.WarnContext(ctx, "to-device message dropped: the recipient device's queue is full", "user", m.Localpart,
 				"device_id", m.DeviceID, "max_pending", t.opts.MaxPending)
-			return nil, ErrQueueFull
+			continue
 		}
 		t.log.InfoContext(ctx, "to-device message for a full dehydrated device dropped", "user", m.Localpart, "device_id", m.DeviceID)
+	}
+	if len(kept) == 0 && refused {
+		return nil, ErrQueueFull
 	}
 	return kept, nil
 }
