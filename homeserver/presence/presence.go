@@ -29,6 +29,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"sort"
 	gosync "sync"
 	"time"
 
@@ -77,6 +78,11 @@ type Service struct {
 	mu      gosync.Mutex
 	users   map[string]*state
 	clock   int64               // the last position handed out
+	// changes lists (position, user) of every change in position order, so that Changed reads
+	// only the users changed after a token instead of every user; it covers positions after
+	// changesFrom (older tokens scan every user).
+	changes     []change
+	changesFrom int64
 	waiting map[string]struct{} // users with a change whose wake-up waits for wakeInterval
 	dirty   map[string]struct{} // users whose state is to be stored
 
@@ -129,6 +135,7 @@ func New(ctx context.Context, opts Options, store *storage.Store, b *bus.Bus, no
 		s.users[r.UserID] = &state{presence: r.Presence, statusMsg: r.StatusMsg, lastActive: r.LastActiveTS,
 			lastSync: now, pos: now, everKnown: true}
 	}
+	s.changesFrom = now // the restored states are not in changes: older tokens scan them all
 	if b != nil {
 		sub, err := b.Subscribe(bus.SubjectPresence, s.receive)
 		if err != nil {
@@ -170,6 +177,51 @@ func (s *Service) user(id string) *state {
 }
 
 // next hands out a new position. mu must be held.
+// change is one entry of Service.changes.
+type change struct {
+	pos int64
+	id  string
+}
+
+// maxChanges bounds Service.changes; past it the older half is dropped.
+const maxChanges = 1 << 16
+
+// logChange records a user's new position. mu must be held.
+func (s *Service) logChange(pos int64, id string) {
+	if len(s.changes) >= maxChanges {
+		half := len(s.changes) / 2
+		s.changesFrom = s.changes[half-1].pos
+		s.changes = append(s.changes[:0:0], s.changes[half:]...)
+	}
+	s.changes = append(s.changes, change{pos: pos, id: id})
+}
+
+// changedSince lists the users whose position is after since (each once). mu must be held.
+func (s *Service) changedSince(since int64) []string {
+	if since < s.changesFrom {
+		var ids []string
+		for id, st := range s.users {
+			if st.pos > since && st.everKnown {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	i := sort.Search(len(s.changes), func(i int) bool { return s.changes[i].pos > since })
+	var ids []string
+	seen := make(map[string]struct{}, len(s.changes)-i)
+	for _, c := range s.changes[i:] {
+		if _, dup := seen[c.id]; dup {
+			continue
+		}
+		seen[c.id] = struct{}{}
+		if st := s.users[c.id]; st != nil && st.pos > since && st.everKnown {
+			ids = append(ids, c.id)
+		}
+	}
+	return ids
+}
+
 func (s *Service) next(nowMS int64) int64 {
 	s.clock = max(s.clock+1, nowMS)
 	return s.clock
@@ -205,6 +257,7 @@ func (s *Service) set(e *effects, id string, st *state, presence, msg string, no
 	}
 	st.presence, st.statusMsg = presence, msg
 	st.pos = s.next(now)
+	s.logChange(st.pos, id)
 	if now-st.lastWake >= wakeInterval.Milliseconds() {
 		st.lastWake = now
 		e.wake = append(e.wake, id)
@@ -475,12 +528,7 @@ func (s *Service) Changed(ctx context.Context, viewer string, since, upTo int64,
 		return nil, nil
 	}
 	s.mu.Lock()
-	var ids []string
-	for id, st := range s.users {
-		if st.pos > since && st.everKnown {
-			ids = append(ids, id)
-		}
-	}
+	ids := s.changedSince(since)
 	s.mu.Unlock()
 	if len(ids) == 0 {
 		return nil, nil
