@@ -75,16 +75,16 @@ type Service struct {
 	wake  Waker
 	log   *slog.Logger
 
-	mu      gosync.Mutex
-	users   map[string]*state
-	clock   int64               // the last position handed out
+	mu    gosync.Mutex
+	users map[string]*state
+	clock int64 // the last position handed out
 	// changes lists (position, user) of every change in position order, so that Changed reads
 	// only the users changed after a token instead of every user; it covers positions after
 	// changesFrom (older tokens scan every user).
 	changes     []change
 	changesFrom int64
-	waiting map[string]struct{} // users with a change whose wake-up waits for wakeInterval
-	dirty   map[string]struct{} // users whose state is to be stored
+	waiting     map[string]struct{} // users with a change whose wake-up waits for wakeInterval
+	dirty       map[string]struct{} // users whose state is to be stored
 
 	kick chan struct{} // to the writer
 	stop chan struct{}
