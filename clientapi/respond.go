@@ -53,8 +53,18 @@ func serve(log *slog.Logger, h handler) http.HandlerFunc {
 	}
 }
 
+// jsonAppender is a response body that writes its own JSON (the sync response, whose stored
+// events encoding/json would re-validate).
+type jsonAppender interface{ AppendJSON(b []byte) []byte }
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
+	var body []byte
+	var err error
+	if a, ok := v.(jsonAppender); ok {
+		body = a.AppendJSON(make([]byte, 0, 4096))
+	} else {
+		body, err = json.Marshal(v)
+	}
 	if err != nil {
 		status = http.StatusInternalServerError
 		body, _ = json.Marshal(spec.ErrUnknown)

@@ -76,20 +76,16 @@ func (a *API) syncSSE(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// writeSSESync writes one sync response as an SSE event. encoding/json never writes a newline
-// (it compacts raw events too), so the data is a single "data:" line.
+// writeSSESync writes one sync response as an SSE event. AppendJSON never writes a newline, so
+// the data is a single "data:" line.
 func writeSSESync(w io.Writer, resp *hsync.Response) error {
-	body, err := json.Marshal(resp)
-	if err != nil {
-		return err
-	}
-	buf := make([]byte, 0, len(body)+len(resp.NextBatch)+32)
+	buf := make([]byte, 0, 4096)
 	buf = append(buf, "id: "...)
 	buf = append(buf, resp.NextBatch...)
 	buf = append(buf, "\nevent: sync\ndata: "...)
-	buf = append(buf, body...)
+	buf = resp.AppendJSON(buf)
 	buf = append(buf, "\n\n"...)
-	_, err = w.Write(buf)
+	_, err := w.Write(buf)
 	return err
 }
 

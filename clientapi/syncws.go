@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -360,11 +361,10 @@ func (wc *wsConn) stopSync() {
 
 // push queues a sync message, waiting for room: a slow reader gets fewer, larger updates.
 func (wc *wsConn) push(ctx context.Context, resp *hsync.Response) bool {
-	data, err := json.Marshal(wsMessage{Type: "sync", NextBatch: resp.NextBatch, Body: resp})
-	if err != nil {
-		wc.fail("", err)
-		return false
-	}
+	data := append(make([]byte, 0, 4096), `{"type":"sync","next_batch":`...)
+	data = strconv.AppendQuote(data, resp.NextBatch) // tokens are plain ASCII
+	data = append(data, `,"body":`...)
+	data = append(resp.AppendJSON(data), '}')
 	if ctx.Err() != nil { // select would pick at random between a free slot and the end
 		return false
 	}
