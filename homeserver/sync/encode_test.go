@@ -16,12 +16,12 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 		Rooms: Rooms{
 			Join: map[string]*JoinedRoom{
 				"!a:x": {
-					Summary:     &Summary{Heroes: []string{"@b:x"}, Joined: 2, Invited: 1},
-					State:       EventList{Events: []json.RawMessage{ev(`{"type":"m.room.name","content":{"name":"<x> & \"y\""}}`)}},
-					Timeline:    Timeline{Events: []json.RawMessage{ev(`{"type":"m.room.message","content":{"body":"é"}}`), ev(`{"a":1}`)}, Limited: true, PrevBatch: "s9"},
-					Ephemeral:   EventList{Events: []json.RawMessage{}},
-					AccountData: EventList{Events: []json.RawMessage{ev(`{"type":"m.tag","content":{}}`)}},
-					UnreadNotifications: Unread{NotificationCount: 3, HighlightCount: 1},
+					Summary:                   &Summary{Heroes: []string{"@b:x"}, Joined: 2, Invited: 1},
+					State:                     EventList{Events: []json.RawMessage{ev(`{"type":"m.room.name","content":{"name":"<x> & \"y\""}}`)}},
+					Timeline:                  Timeline{Events: []json.RawMessage{ev(`{"type":"m.room.message","content":{"body":"é"}}`), ev(`{"a":1}`)}, Limited: true, PrevBatch: "s9"},
+					Ephemeral:                 EventList{Events: []json.RawMessage{}},
+					AccountData:               EventList{Events: []json.RawMessage{ev(`{"type":"m.tag","content":{}}`)}},
+					UnreadNotifications:       Unread{NotificationCount: 3, HighlightCount: 1},
 					UnreadThreadNotifications: map[string]Unread{"$t\"1": {NotificationCount: 1}},
 				},
 				"!b:x": {Timeline: Timeline{Events: []json.RawMessage{}}, State: EventList{Events: []json.RawMessage{}},
