@@ -179,7 +179,10 @@ run_e2e() {
 			cd scripts/e2e
 			export HS_E2E_BASE_URL="http://127.0.0.1:$HS_PORT" HS_E2E_SHARED_SECRET="$E2E_SECRET" \
 				HS_E2E_SERVER_NAME=localhost HS_E2E_PRESENCE_IDLE_TIMEOUT="$E2E_PRESENCE_IDLE_TIMEOUT" \
-				HS_E2E_PRESENCE_OFFLINE_TIMEOUT="$E2E_PRESENCE_OFFLINE_TIMEOUT"
+				HS_E2E_PRESENCE_OFFLINE_TIMEOUT="$E2E_PRESENCE_OFFLINE_TIMEOUT" HS_E2E_DATA_DIR="$data"
+			# e2ee.test.mjs reads the server's database (sqlite3 on <data>/homeserver.db, or psql).
+			if [[ -n "$dsn" ]]; then export HS_E2E_PG_DSN="$dsn"; fi
+			if [[ -n "${PG_BIN:-}" ]]; then export PATH="$PATH:$PG_BIN"; fi
 			timeout --foreground -k 15s "${HS_E2E_TIMEOUT:-8m}" \
 				node --test --test-force-exit --test-concurrency=1 \
 				--test-reporter=spec --test-reporter-destination=stdout "$@" </dev/null

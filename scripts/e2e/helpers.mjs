@@ -17,9 +17,11 @@ import assert from "node:assert/strict";
 import { createHmac, randomBytes } from "node:crypto";
 
 import * as sdk from "matrix-js-sdk";
+import * as cryptoApi from "matrix-js-sdk/lib/crypto-api/index.js";
 import { logger as sdkGlobalLogger } from "matrix-js-sdk/lib/logger.js";
 
-export { sdk };
+/** sdk: the matrix-js-sdk module; cryptoApi: its crypto-api module (CryptoEvent, VerificationPhase, ...). */
+export { sdk, cryptoApi };
 export const { createClient, MatrixError, Method, ClientPrefix } = sdk;
 
 // ---------------------------------------------------------------------------
@@ -476,20 +478,20 @@ export const LIVE_DEADLINE_MS = 5_000;
 export const PREPARED_DEADLINE_MS = 20_000;
 
 /**
- * A REST-only client that sends events straight to the server. The SDK's default
- * MatrixScheduler queues every m.room.message of a client into one FIFO and silently retries
- * failed sends (which would hide a 5xx); this scheduler queues nothing and never retries.
+ * A MatrixScheduler that queues nothing and never retries. The SDK's default one queues every
+ * m.room.message of a client into one FIFO and silently retries failed sends (which would hide
+ * a 5xx from the server).
  */
+export function immediateScheduler() {
+    return new sdk.MatrixScheduler(
+        () => -1,
+        () => null,
+    );
+}
+
+/** A REST-only client that sends events straight to the server (immediateScheduler). */
 export function directClient({ accessToken, userId, deviceId }) {
-    return makeClient({
-        accessToken,
-        userId,
-        deviceId,
-        scheduler: new sdk.MatrixScheduler(
-            () => -1,
-            () => null,
-        ),
-    });
+    return makeClient({ accessToken, userId, deviceId, scheduler: immediateScheduler() });
 }
 
 /** registerUser({prefix}) whose `client` is a directClient. */
