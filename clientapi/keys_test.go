@@ -698,3 +698,45 @@ func TestKeysChanges(t *testing.T) {
 		}
 	})
 }
+
+// TestKeysDeactivation: deactivating an account deletes its cross-signing keys and key backups,
+// and announces the change to room-mates through device_lists.
+func TestKeysDeactivation(t *testing.T) {
+	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
+		alice := withKeys(s.Register(t, "alice", "alice password"))
+		bob := s.Register(t, "bob", "bob password")
+		alice.mustUpload(t, s, map[string]any{"device_keys": alice.deviceKeys(t)})
+		acs := newCrossSigning()
+		expect(t, s.Do(t, "POST", keysV3+"/keys/device_signing/upload", alice.AccessToken, acs.body(t, alice.UserID, acs.master)), 200, "")
+		expect(t, s.Do(t, "POST", keysV3+"/room_keys/version", alice.AccessToken, map[string]any{
+			"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": map[string]any{"public_key": "abc"}}), 200, "")
+		if q := keysQuery(t, s, bob, alice.UserID); len(q["master_keys"].(map[string]any)) != 1 {
+			t.Fatalf("master key not served before deactivation: %v", q["master_keys"])
+		}
+		p0 := deviceListsPosition(t, s)
+		expect(t, s.Do(t, "POST", keysV3+"/account/deactivate", alice.AccessToken, map[string]any{
+			"auth": passwordAuth("alice", "alice password", "")}), 200, "")
+		if q := keysQuery(t, s, bob, alice.UserID); len(q["master_keys"].(map[string]any)) != 0 || len(q["self_signing_keys"].(map[string]any)) != 0 {
+			t.Fatalf("cross-signing keys of a deactivated user served: %v %v", q["master_keys"], q["self_signing_keys"])
+		}
+		if users, _ := s.E2EE.ChangedUsers(context.Background(), p0, deviceListsPosition(t, s)); !slices.Contains(users, alice.UserID) {
+			t.Fatalf("deactivation recorded device-list changes %v", users)
+		}
+		versions, err := s.Store.Read().LatestBackupVersion(context.Background(), "alice")
+		if err == nil {
+			t.Fatalf("key backup of a deactivated user kept: %+v", versions)
+		}
+	})
+}
+
+// TestKeysDeviceRename: renaming a device is a device-list change (the name is in /keys/query).
+func TestKeysDeviceRename(t *testing.T) {
+	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
+		alice := s.Register(t, "alice", "alice password")
+		p0 := deviceListsPosition(t, s)
+		expect(t, s.Do(t, "PUT", keysV3+"/devices/"+alice.DeviceID, alice.AccessToken, map[string]any{"display_name": "phone"}), 200, "")
+		if users, _ := s.E2EE.ChangedUsers(context.Background(), p0, deviceListsPosition(t, s)); !slices.Equal(users, []string{alice.UserID}) {
+			t.Fatalf("rename recorded device-list changes %v", users)
+		}
+	})
+}

@@ -24,7 +24,14 @@ func (s *Service) Device(ctx context.Context, localpart, deviceID string) (stora
 
 // RenameDevice sets a device's display name; M_NOT_FOUND if the user has no such device.
 func (s *Service) RenameDevice(ctx context.Context, localpart, deviceID, name string) error {
-	err := s.store.Write(ctx, func(c storage.Conn) error { return c.SetDeviceDisplayName(ctx, localpart, deviceID, name) })
+	err := s.store.Write(ctx, func(c storage.Conn) error {
+		if err := c.SetDeviceDisplayName(ctx, localpart, deviceID, name); err != nil {
+			return err
+		}
+		// The name is part of what /keys/query returns: room-mates refresh the device list.
+		_, err := c.RecordDeviceListChange(ctx, s.UserID(localpart).String())
+		return err
+	})
 	if errors.Is(err, storage.ErrNotFound) {
 		return spec.ErrNotFound.With("Unknown device")
 	}
@@ -98,6 +105,9 @@ func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) 
 			return err
 		}
 		if err := c.DeleteOpenIDTokensOf(ctx, localpart); err != nil {
+			return err
+		}
+		if err := c.DeleteUserE2EE(ctx, localpart, s.UserID(localpart).String()); err != nil {
 			return err
 		}
 		if erase {

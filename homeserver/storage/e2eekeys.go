@@ -384,3 +384,26 @@ func (c Conn) MembershipChangesInRoomsOf(ctx context.Context, userID string, fro
 		return m, r.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.StreamPos)
 	})
 }
+
+// DeleteUserE2EE removes what end-to-end encryption keeps per user rather than per device, when
+// the account is deactivated: cross-signing keys, the signatures the user made and received, the
+// key backups, and the dehydrated device record. Devices and their keys go with the devices.
+func (c Conn) DeleteUserE2EE(ctx context.Context, localpart, userID string) error {
+	for _, q := range []struct {
+		sql string
+		arg string
+	}{
+		{`DELETE FROM cross_signing_keys WHERE user_id = $1`, userID},
+		{`DELETE FROM cross_signing_signatures WHERE target_user_id = $1`, userID},
+		{`DELETE FROM cross_signing_signatures WHERE signer_user_id = $1`, userID},
+		{`DELETE FROM key_backup_keys WHERE localpart = $1`, localpart},
+		{`DELETE FROM key_backup_versions WHERE localpart = $1`, localpart},
+		{`DELETE FROM dehydrated_devices WHERE localpart = $1`, localpart},
+	} {
+		if _, err := c.exec(ctx, q.sql, q.arg); err != nil {
+			return err
+		}
+	}
+	_, err := c.RecordDeviceListChange(ctx, userID)
+	return err
+}
