@@ -123,7 +123,11 @@ func (s *Service) appendOne(ctx context.Context, roomID string, from Sender, pro
 	write := s.write
 	if proto.StateKey == nil && proto.Type != TypeRedaction && relationOf(proto.Content).EventID == "" {
 		// A plain timeline event: nothing later in the job reads what it stores.
-		write = s.writeDeferred
+		var key *storage.Transaction
+		if txnScope != "" && from.TxnID != "" {
+			key = &storage.Transaction{Localpart: from.Localpart, DeviceID: from.DeviceID, TxnID: txnKey(txnScope, from.TxnID)}
+		}
+		write = func(ctx context.Context, fn func(t *txn) error) error { return s.writeDeferred(ctx, key, fn) }
 	}
 	err := write(ctx, func(t *txn) error {
 		o := appendOpts{}
@@ -207,7 +211,7 @@ func (t *txn) transaction(from Sender, scope ...string) (appendOpts, string, err
 	o := appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID,
 		txnKey: txnKey(append(scope, from.TxnID)...), txnID: from.TxnID}
 	if t.rows != nil {
-		if prev := t.rows.transaction(from.Localpart, from.DeviceID, o.txnKey); prev != "" {
+		if prev, ok := t.rows.lookup(from.Localpart, from.DeviceID, o.txnKey); ok {
 			return o, prev, nil
 		}
 	}

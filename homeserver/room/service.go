@@ -75,7 +75,10 @@ type job struct {
 	// deferred jobs only append timeline events: they write nothing until the batch ends, when
 	// deferredRows stores all their rows with a statement per table (no savepoint per job).
 	deferred bool
-	done     chan error
+	// txn is the transaction ID a deferred job looks up (key fields only), read for the whole
+	// batch with one query.
+	txn  *storage.Transaction
+	done chan error
 }
 
 // New builds the service and starts its writer; Close stops it.
@@ -102,8 +105,8 @@ func (s *Service) write(ctx context.Context, fn func(t *txn) error) error {
 
 // writeDeferred is write for a job whose only writes are timeline (non-state) events through
 // txn.append, which it must not follow with reads of what it appended.
-func (s *Service) writeDeferred(ctx context.Context, fn func(t *txn) error) error {
-	return s.enqueue(ctx, &job{ctx: ctx, fn: fn, deferred: true, done: make(chan error, 1)})
+func (s *Service) writeDeferred(ctx context.Context, txnID *storage.Transaction, fn func(t *txn) error) error {
+	return s.enqueue(ctx, &job{ctx: ctx, fn: fn, deferred: true, txn: txnID, done: make(chan error, 1)})
 }
 
 func (s *Service) enqueue(ctx context.Context, j *job) error {
@@ -166,6 +169,9 @@ func (s *Service) runBatch(batch []*job) {
 		}
 		alloc := &positions{next: pos}
 		rows := &deferredRows{}
+		if err := rows.prefetch(c, batch); err != nil {
+			return err
+		}
 		for i, j := range batch {
 			if err := j.ctx.Err(); err != nil {
 				results[i] = err
@@ -342,6 +348,41 @@ type deferredRows struct {
 	txnIDs map[storage.Transaction]string
 	// kept counts the rows of events and txns that belong to finished jobs.
 	keptEvents, keptTxns int
+	// stored are the transaction IDs of the batch's deferred jobs as found in the database at its
+	// start (event ID, or "" for none); txnIDs has the ones stored since.
+	stored map[storage.Transaction]string
+}
+
+// prefetch reads the transaction IDs of the batch's deferred jobs with one query.
+func (d *deferredRows) prefetch(c storage.Conn, batch []*job) error {
+	var keys []storage.Transaction
+	for _, j := range batch {
+		if j.deferred && j.txn != nil {
+			keys = append(keys, *j.txn)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	found, err := c.TransactionEvents(context.Background(), keys)
+	if err != nil {
+		return err
+	}
+	d.stored = make(map[storage.Transaction]string, len(keys))
+	for _, k := range keys {
+		d.stored[k] = found[k]
+	}
+	return nil
+}
+
+// lookup returns the event of a transaction ID if the batch knows it (ok false: ask the database).
+func (d *deferredRows) lookup(localpart, deviceID, txnKey string) (eventID string, ok bool) {
+	k := storage.Transaction{Localpart: localpart, DeviceID: deviceID, TxnID: txnKey}
+	if id := d.txnIDs[k]; id != "" {
+		return id, true
+	}
+	id, ok := d.stored[k]
+	return id, ok
 }
 
 func (d *deferredRows) add(e storage.Event, t *storage.Transaction) {
@@ -365,11 +406,6 @@ func (d *deferredRows) drop(*txn) {
 	d.events, d.txns = d.events[:d.keptEvents], d.txns[:d.keptTxns]
 }
 
-// transaction returns the event of a transaction ID kept earlier in the batch ("" if none).
-func (d *deferredRows) transaction(localpart, deviceID, txnKey string) string {
-	return d.txnIDs[storage.Transaction{Localpart: localpart, DeviceID: deviceID, TxnID: txnKey}]
-}
-
 func (d *deferredRows) flush(ctx context.Context, c storage.Conn) error {
 	if len(d.events) == 0 {
 		return nil
@@ -380,7 +416,7 @@ func (d *deferredRows) flush(ctx context.Context, c storage.Conn) error {
 	if err := c.InsertTransactions(ctx, d.txns); err != nil {
 		return err
 	}
-	*d = deferredRows{}
+	*d = deferredRows{} // what stored knew is out of date now: later jobs ask the database
 	return nil
 }
 

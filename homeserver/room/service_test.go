@@ -115,6 +115,38 @@ func TestTxnIDIdempotent(t *testing.T) {
 				t.Fatalf("txn ids gave different events: %v", ids)
 			}
 		}
+		// Retries of a stored transaction, new ones and a state event in the same batches: the
+		// batch's lookup of stored IDs, its own new IDs and a flush in the middle agree.
+		var mu sync.Mutex
+		got := map[string]map[string]bool{}
+		for i := range 30 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				f := from
+				f.TxnID = []string{"txn1", "txn2", "txn3"}[i%3]
+				if i%7 == 0 {
+					if _, err := svc.SetState(ctx, roomID, sender(alice), "m.room.topic", "", json.RawMessage(fmt.Sprintf(`{"topic":"%d"}`, i))); err != nil {
+						t.Error(err)
+					}
+				}
+				id, err := svc.Send(ctx, roomID, f, "m.room.message", json.RawMessage(fmt.Sprintf(`{"body":"r%d"}`, i)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if got[f.TxnID] == nil {
+					got[f.TxnID] = map[string]bool{}
+				}
+				got[f.TxnID][id] = true
+			}()
+		}
+		wg.Wait()
+		if len(got["txn1"]) != 1 || !got["txn1"][ids[0]] || len(got["txn2"]) != 1 || len(got["txn3"]) != 1 {
+			t.Fatalf("retried transactions gave events %v (first txn1 event %s)", got, ids[0])
+		}
 		from.DeviceID = "OTHER"
 		other, err := svc.Send(ctx, roomID, from, "m.room.message", json.RawMessage(`{"body":"x"}`))
 		if err != nil || other == ids[0] {

@@ -242,6 +242,35 @@ func (c Conn) TransactionEvent(ctx context.Context, localpart, deviceID, txnID s
 	return id, err
 }
 
+// TransactionEvents looks several transaction IDs up at once (key fields Localpart, DeviceID,
+// TxnID): the events of those found, by key (EventID and TS zero).
+func (c Conn) TransactionEvents(ctx context.Context, keys []Transaction) (map[Transaction]string, error) {
+	out := make(map[Transaction]string, len(keys))
+	for len(keys) > 0 {
+		n := min(len(keys), maxRowsPerInsert)
+		args := make([]any, 0, 3*n)
+		for _, k := range keys[:n] {
+			args = append(args, k.Localpart, k.DeviceID, k.TxnID)
+		}
+		rows, err := collect(ctx, c, `SELECT localpart, device_id, txn_id, event_id FROM transaction_ids
+			WHERE (localpart, device_id, txn_id) IN (VALUES `+rowPlaceholders(n, 3)+`)`, args,
+			func(r *sql.Rows) ([2]any, error) {
+				var k Transaction
+				var id string
+				err := r.Scan(&k.Localpart, &k.DeviceID, &k.TxnID, &id)
+				return [2]any{k, id}, err
+			})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			out[r[0].(Transaction)] = r[1].(string)
+		}
+		keys = keys[n:]
+	}
+	return out, nil
+}
+
 // InsertTransaction records (user, device, txn) -> event in the event's transaction.
 func (c Conn) InsertTransaction(ctx context.Context, localpart, deviceID, txnID, eventID string, ts int64) error {
 	return c.InsertTransactions(ctx, []Transaction{{Localpart: localpart, DeviceID: deviceID, TxnID: txnID, EventID: eventID, TS: ts}})
