@@ -410,7 +410,7 @@ func (d *deferredRows) flush(ctx context.Context, c storage.Conn) error {
 	if len(d.events) == 0 {
 		return nil
 	}
-	if err := c.InsertEvents(ctx, d.events); err != nil {
+	if err := c.InsertTimelineEvents(ctx, d.events); err != nil {
 		return err
 	}
 	if err := c.InsertTransactions(ctx, d.txns); err != nil {

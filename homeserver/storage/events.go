@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"strings"
 )
 
@@ -89,7 +90,12 @@ func (c Conn) insertEvents(ctx context.Context, events []Event) error {
 	if _, err := c.exec(ctx, `INSERT INTO events (`+insertEventColumns+`) VALUES `+rowPlaceholders(len(events), insertEventColumnCount), args...); err != nil {
 		return err
 	}
-	args = args[:0]
+	return c.insertEdges(ctx, events)
+}
+
+// insertEdges stores the prev_events edges of events.
+func (c Conn) insertEdges(ctx context.Context, events []Event) error {
+	args := make([]any, 0, 2*len(events))
 	for _, e := range events {
 		for _, p := range e.PrevEvents {
 			args = append(args, p, e.EventID)
@@ -101,6 +107,32 @@ func (c Conn) insertEvents(ctx context.Context, events []Event) error {
 	_, err := c.exec(ctx, `INSERT INTO event_edges (prev_event_id, event_id) VALUES `+rowPlaceholders(len(args)/2, 2)+
 		` ON CONFLICT DO NOTHING`, args...)
 	return err
+}
+
+// InsertTimelineEvents is InsertEvents for events without a state key or a relation, the bulk of
+// a busy room: it binds only the columns such events set (the SQLite driver's cost grows with
+// the parameters bound).
+func (c Conn) InsertTimelineEvents(ctx context.Context, events []Event) error {
+	for len(events) > 0 {
+		n := min(len(events), maxRowsPerInsert)
+		args := make([]any, 0, 12*n)
+		for _, e := range events[:n] {
+			if e.StateKey != nil || e.RelatesTo != "" || e.Membership != "" {
+				return fmt.Errorf("storage: InsertTimelineEvents given state or a relation (%s)", e.EventID)
+			}
+			args = append(args, e.EventID, e.RoomID, e.Type, e.Sender, e.Depth, e.OriginServerTS, e.StreamPos, e.StateGroup,
+				e.TxnID, e.TxnDevice, string(e.PDU), string(e.ClientJSON))
+		}
+		if _, err := c.exec(ctx, `INSERT INTO events (event_id, room_id, type, sender, depth, origin_server_ts, stream_pos, state_group,
+			txn_id, txn_device, pdu, client_json) VALUES `+rowPlaceholders(n, 12), args...); err != nil {
+			return err
+		}
+		if err := c.insertEdges(ctx, events[:n]); err != nil {
+			return err
+		}
+		events = events[n:]
+	}
+	return nil
 }
 
 // rowPlaceholders is "($1, $2), ($3, $4)" for rows of cols parameters each.
