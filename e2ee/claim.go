@@ -121,7 +121,7 @@ func (s *Service) claimLocal(ctx context.Context, claims []claim, resp *ClaimRes
 	for start := 0; start < len(claims); start += claimChunk {
 		chunk := claims[start:min(start+claimChunk, len(claims))]
 		var keys []got
-		err := s.store.Write(ctx, func(c storage.Conn) error {
+		err := s.store.WriteRetry(ctx, func(c storage.Conn) error {
 			keys = keys[:0]
 			for _, cl := range chunk {
 				k, err := c.ClaimOneTimeKey(ctx, cl.localpart, cl.deviceID, cl.algorithm)

@@ -44,7 +44,7 @@ func (s *Service) RenameDevice(ctx context.Context, localpart, deviceID, name st
 // DeleteDevices deletes devices of a user with their tokens. Unknown IDs are ignored, as the spec
 // asks of /delete_devices.
 func (s *Service) DeleteDevices(ctx context.Context, localpart string, deviceIDs []string) error {
-	err := s.store.Write(ctx, func(c storage.Conn) error {
+	err := s.store.WriteRetry(ctx, func(c storage.Conn) error {
 		for _, id := range deviceIDs {
 			if err := c.DeleteDevice(ctx, localpart, id); err != nil {
 				return err
@@ -73,7 +73,7 @@ func (s *Service) ChangePassword(ctx context.Context, localpart, newPassword str
 		return err
 	}
 	var deleted []string
-	err = s.store.Write(ctx, func(c storage.Conn) error {
+	err = s.store.WriteRetry(ctx, func(c storage.Conn) error {
 		if err := c.SetPasswordHash(ctx, localpart, hash); err != nil {
 			return err
 		}
@@ -93,7 +93,7 @@ func (s *Service) ChangePassword(ctx context.Context, localpart, newPassword str
 // ID is never handed out again. With erase, its account data goes too.
 func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) error {
 	var deleted []string
-	err := s.store.Write(ctx, func(c storage.Conn) error {
+	err := s.store.WriteRetry(ctx, func(c storage.Conn) error {
 		if err := c.DeactivateAccount(ctx, localpart); err != nil {
 			return err
 		}

@@ -86,7 +86,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, err
 
 // Logout deletes the caller's device with its tokens.
 func (s *Service) Logout(ctx context.Context, caller Caller) error {
-	if err := s.store.Write(ctx, func(c storage.Conn) error {
+	if err := s.store.WriteRetry(ctx, func(c storage.Conn) error {
 		return c.DeleteDevice(ctx, caller.Localpart, caller.DeviceID)
 	}); err != nil {
 		return err
@@ -103,7 +103,7 @@ func (s *Service) LogoutAll(ctx context.Context, caller Caller) error {
 
 func (s *Service) deleteDevicesExcept(ctx context.Context, localpart, keep string) error {
 	var deleted []string
-	err := s.store.Write(ctx, func(c storage.Conn) error {
+	err := s.store.WriteRetry(ctx, func(c storage.Conn) error {
 		var err error
 		deleted, err = c.DeleteDevicesExcept(ctx, localpart, keep)
 		return err

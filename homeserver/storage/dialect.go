@@ -133,5 +133,8 @@ func (postgresDialect) mapError(err error) error {
 	if errors.As(err, &pe) && pe.Code == "23505" {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}
+	if errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001") { // deadlock, serialization failure
+		return fmt.Errorf("%w: %v", ErrRetry, err)
+	}
 	return err
 }

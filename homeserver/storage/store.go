@@ -21,6 +21,10 @@ var ErrNotFound = errors.New("storage: not found")
 // ErrConflict is returned when a unique key is already taken.
 var ErrConflict = errors.New("storage: conflict")
 
+// ErrRetry is matched by errors of transactions the database aborted to break a deadlock (or a
+// serialization failure): running them again succeeds. WriteRetry does so.
+var ErrRetry = errors.New("storage: transaction aborted, retry")
+
 // Options select and tune a backend.
 type Options struct {
 	Backend      string // "sqlite" or "postgres"
@@ -196,6 +200,18 @@ func (s *Store) Write(ctx context.Context, fn func(c Conn) error) error {
 		return fmt.Errorf("storage: commit: %w", s.dialect.mapError(err))
 	}
 	return nil
+}
+
+// WriteRetry is Write, run again (up to 5 times) when the database aborted the transaction to
+// break a deadlock with another one (PostgreSQL). fn must be safe to run again: no effects outside
+// the transaction, and everything it returns through variables assigned afresh on each run.
+func (s *Store) WriteRetry(ctx context.Context, fn func(c Conn) error) error {
+	for attempt := 1; ; attempt++ {
+		err := s.Write(ctx, fn)
+		if err == nil || !errors.Is(err, ErrRetry) || attempt == 5 || ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
 // Ping checks the database answers (for readiness checks).

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hearthmx/homeserver/homeserver/storage"
 	"github.com/hearthmx/homeserver/homeserver/storage/storagetest"
@@ -276,4 +277,50 @@ func TestConcurrentMigrations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWriteRetryAfterDeadlock: two transactions that lock two rows in opposite orders deadlock on
+// PostgreSQL; the one it aborts runs again under WriteRetry, and both succeed. (SQLite has one
+// writer: no deadlock to break.)
+func TestWriteRetryAfterDeadlock(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		if s.Backend() != "postgres" {
+			t.Skip("one writer on SQLite")
+		}
+		ctx := context.Background()
+		for _, n := range []string{"dl_a", "dl_b"} {
+			if err := s.Write(ctx, func(c storage.Conn) error { _, err := c.NextPosition(ctx, n); return err }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		first := make(chan struct{}, 2)
+		var runs [2]int
+		txn := func(i int, a, b string) error {
+			return s.WriteRetry(ctx, func(c storage.Conn) error {
+				runs[i]++
+				if _, err := c.LockPosition(ctx, a); err != nil {
+					return err
+				}
+				if runs[i] == 1 {
+					first <- struct{}{}
+					for len(first) < 2 { // both hold their first row before asking for the second
+						time.Sleep(time.Millisecond)
+					}
+				}
+				_, err := c.LockPosition(ctx, b)
+				return err
+			})
+		}
+		errs := make(chan error, 2)
+		go func() { errs <- txn(0, "dl_a", "dl_b") }()
+		go func() { errs <- txn(1, "dl_b", "dl_a") }()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("WriteRetry: %v", err)
+			}
+		}
+		if runs[0]+runs[1] < 3 {
+			t.Fatalf("no transaction ran twice (runs %v): the test did not deadlock", runs)
+		}
+	})
 }
