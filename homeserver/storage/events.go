@@ -109,9 +109,12 @@ func (c Conn) insertEdges(ctx context.Context, events []Event) error {
 	return err
 }
 
-// InsertTimelineEvents is InsertEvents for events without a state key or a relation, the bulk of
-// a busy room: it binds only the columns such events set (the SQLite driver's cost grows with
-// the parameters bound).
+// InsertTimelineEvents is InsertEvents for events this server just created without a state key or
+// a relation, the bulk of a busy room: it binds only the columns such events set (the SQLite
+// driver's cost grows with the parameters bound), and stores no DAG edges. event_edges answers
+// "which stored events name this one as a prev_event", asked when an event arrives after one of
+// its successors (fetched missing events, backfill); an event created here names only events
+// already stored, so its edges can never be part of that answer.
 func (c Conn) InsertTimelineEvents(ctx context.Context, events []Event) error {
 	for len(events) > 0 {
 		n := min(len(events), maxRowsPerInsert)
@@ -125,9 +128,6 @@ func (c Conn) InsertTimelineEvents(ctx context.Context, events []Event) error {
 		}
 		if _, err := c.exec(ctx, `INSERT INTO events (event_id, room_id, type, sender, depth, origin_server_ts, stream_pos, state_group,
 			txn_id, txn_device, pdu, client_json) VALUES `+rowPlaceholders(n, 12), args...); err != nil {
-			return err
-		}
-		if err := c.insertEdges(ctx, events[:n]); err != nil {
 			return err
 		}
 		events = events[n:]
