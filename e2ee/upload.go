@@ -168,6 +168,8 @@ func (s *Service) UploadKeys(ctx context.Context, userID, deviceID string, req U
 	if err != nil {
 		return nil, err
 	}
+	// The device's own syncs report the new counts (and drop cached ones, homeserver/sync).
+	s.wake(userID)
 	if changed {
 		s.wakeSharing(userID)
 	}

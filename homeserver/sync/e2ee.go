@@ -3,6 +3,7 @@ package sync
 import (
 	"context"
 	gosync "sync"
+	"time"
 
 	"github.com/hearthmx/homeserver/e2ee"
 	"github.com/hearthmx/homeserver/homeserver/room"
@@ -61,12 +62,17 @@ func (s *Service) fillKeys(ctx context.Context, req Request, since *Token, from,
 		return nil
 	}
 	if req.DeviceID != "" {
-		counts, fallback, err := s.keys.KeyCounts(ctx, req.UserID, req.DeviceID)
-		if err != nil {
-			return err
-		}
-		if _, ok := counts["signed_curve25519"]; !ok {
-			counts["signed_curve25519"] = 0 // clients upload keys when they see none are left
+		kc := &s.notifier.keyCounts
+		counts, fallback, ok, gen := kc.get(req.UserID, req.DeviceID)
+		if !ok {
+			var err error
+			if counts, fallback, err = s.keys.KeyCounts(ctx, req.UserID, req.DeviceID); err != nil {
+				return err
+			}
+			if _, ok := counts["signed_curve25519"]; !ok {
+				counts["signed_curve25519"] = 0 // clients upload keys when they see none are left
+			}
+			kc.put(req.UserID, req.DeviceID, counts, fallback, gen)
 		}
 		resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes = counts, fallback
 	}
@@ -135,3 +141,65 @@ func (c *ackCache) forget(userID, deviceID string) {
 
 // e2eeStreams are the stream_counters the E2EE sections read, with the others.
 var e2eeStreams = []string{storage.StreamToDevice, storage.StreamDeviceLists}
+
+// keyCountCache keeps each device's one-time key counts and unused fallback key types between
+// syncs: every response carries them, and they change only when the device uploads keys or
+// someone claims them, both of which wake the owner's syncs on every node (the e2ee service
+// calls the bus waker), and a wake-up of a user drops their entries. A read that started before
+// such a wake-up does not store its (possibly old) answer: entries are stored only if the user's
+// generation did not move in between. Entries expire after keyCountTTL, in case a bus message
+// was lost. The maps shared with responses are never modified.
+type keyCountCache struct {
+	mu      gosync.Mutex
+	gen     map[string]uint64 // per user, moved by every wake-up
+	entries map[[2]string]keyCountEntry
+}
+
+type keyCountEntry struct {
+	counts   map[string]int
+	fallback []string
+	gen      uint64
+	expires  time.Time
+}
+
+const (
+	keyCountTTL = time.Minute
+	maxKeyCount = 100_000
+)
+
+// get returns the cached counts of a device, or ok false and the generation to pass to put.
+func (c *keyCountCache) get(userID, deviceID string) (counts map[string]int, fallback []string, ok bool, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	gen = c.gen[userID]
+	e, found := c.entries[[2]string{userID, deviceID}]
+	if found && e.gen == gen && time.Now().Before(e.expires) {
+		return e.counts, e.fallback, true, gen
+	}
+	return nil, nil, false, gen
+}
+
+func (c *keyCountCache) put(userID, deviceID string, counts map[string]int, fallback []string, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen[userID] != gen {
+		return
+	}
+	if c.entries == nil || len(c.entries) >= maxKeyCount {
+		c.entries = make(map[[2]string]keyCountEntry)
+	}
+	c.entries[[2]string{userID, deviceID}] = keyCountEntry{counts: counts, fallback: fallback, gen: gen, expires: time.Now().Add(keyCountTTL)}
+}
+
+func (c *keyCountCache) invalidate(users []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen == nil || len(c.gen) >= maxKeyCount {
+		// Starting over: entries of users dropped from gen would match generation 0 again.
+		c.gen = make(map[string]uint64)
+		c.entries = nil
+	}
+	for _, u := range users {
+		c.gen[u]++
+	}
+}

@@ -42,6 +42,9 @@ type Notifier struct {
 	store *storage.Store
 	log   *slog.Logger
 
+	// keyCounts caches one-time key counts; every wake-up of a user invalidates theirs.
+	keyCounts keyCountCache
+
 	mu    gosync.Mutex
 	users map[string]*signal // users with at least one parked long poll
 
@@ -154,6 +157,7 @@ func (n *Notifier) Listen(userID string) (<-chan struct{}, func()) {
 
 // Wake wakes the long polls of the users (those not waiting cost nothing).
 func (n *Notifier) Wake(users ...string) {
+	n.keyCounts.invalidate(users)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, u := range users {
@@ -205,6 +209,7 @@ func (n *Notifier) WakeRoom(roomID string) { n.enqueue(notice{RoomID: roomID, ki
 // WakeSharing wakes the users and everyone joined to a room with one of them (presence changes).
 // Calls that arrive together are handled with one query.
 func (n *Notifier) WakeSharing(userIDs ...string) {
+	n.keyCounts.invalidate(userIDs)
 	for _, u := range userIDs {
 		n.enqueue(notice{UserID: u, kind: kindSharingUser})
 	}
