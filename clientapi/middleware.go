@@ -114,8 +114,10 @@ func (a *API) withLogAndMetrics(next http.Handler) http.Handler {
 			if rec.status >= 500 {
 				level = slog.LevelWarn
 			}
-			a.log.Log(r.Context(), level, "request", "request_id", RequestID(r.Context()), "method", r.Method,
-				"route", route, "status", rec.status, "bytes", rec.bytes, "ms", elapsed.Milliseconds(), "ip", a.clientIP(r))
+			if a.log.Enabled(r.Context(), level) { // most requests: not worth building the record
+				a.log.Log(r.Context(), level, "request", "request_id", RequestID(r.Context()), "method", r.Method,
+					"route", route, "status", rec.status, "bytes", rec.bytes, "ms", elapsed.Milliseconds(), "ip", a.clientIP(r))
+			}
 		}()
 		next.ServeHTTP(rec, r)
 	})
@@ -138,9 +140,14 @@ func withCORS(next http.Handler) http.Handler {
 }
 
 // withBodyLimit caps request bodies; reading past the cap makes decodeJSON answer M_TOO_LARGE.
+// Media uploads are left to mediaapi, which has its own limit (media.max_upload_bytes).
 func withBodyLimit(limit int64) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if isMediaUpload(r.URL.Path) {
+				next.ServeHTTP(w, r)
+				return
+			}
 			if r.ContentLength > limit {
 				writeJSON(w, http.StatusRequestEntityTooLarge, spec.ErrTooLarge.Withf("Request body is larger than %d bytes", limit))
 				return
@@ -149,6 +156,16 @@ func withBodyLimit(limit int64) func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// isMediaUpload reports whether path is /_matrix/media/{version}/upload[/...].
+func isMediaUpload(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/_matrix/media/")
+	if !ok {
+		return false
+	}
+	_, op, ok := strings.Cut(rest, "/")
+	return ok && (op == "upload" || strings.HasPrefix(op, "upload/"))
 }
 
 // accessToken reads the bearer token from the Authorization header. Tokens in the query string are
