@@ -57,39 +57,20 @@ func (s *Service) ClaimKeys(ctx context.Context, want map[string]map[string]stri
 		}
 	}
 
-	var wg gosync.WaitGroup
 	var mu gosync.Mutex
-	if len(remote) > 0 {
-		if timeout <= 0 {
-			timeout = defaultRemoteTimeout
-		}
-		rctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		for server, users := range remote {
-			if s.opts.Remote == nil {
-				resp.Failures[server] = remoteFailure("Federation is not available")
-				continue
+	wait := askRemote(ctx, s.opts.Remote != nil, timeout, remote, resp.Failures, &mu,
+		func(ctx context.Context, server string, users map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error) {
+			return s.opts.Remote.ClaimKeys(ctx, server, users)
+		},
+		func(users map[string]map[string]string, res map[string]map[string]map[string]json.RawMessage) {
+			for user, devs := range res {
+				if _, asked := users[user]; asked {
+					resp.OneTimeKeys[user] = devs
+				}
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				res, err := s.opts.Remote.ClaimKeys(rctx, server, users)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					resp.Failures[server] = remoteFailure(err.Error())
-					return
-				}
-				for user, devs := range res {
-					if _, asked := users[user]; asked {
-						resp.OneTimeKeys[user] = devs
-					}
-				}
-			}()
-		}
-	}
+		})
 	err := s.claimLocal(ctx, local, resp, &mu)
-	wg.Wait()
+	wait()
 	if err != nil {
 		return nil, err
 	}

@@ -60,53 +60,74 @@ func (s *Service) QueryKeys(ctx context.Context, requester string, deviceKeys ma
 		resp.DeviceKeys[user] = map[string]json.RawMessage{}
 	}
 
-	var wg gosync.WaitGroup
 	var remoteMu gosync.Mutex
-	if len(remote) > 0 {
-		if timeout <= 0 {
-			timeout = defaultRemoteTimeout
-		}
-		rctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		for server, users := range remote {
-			if s.opts.Remote == nil {
-				resp.Failures[server] = remoteFailure("Federation is not available")
-				continue
+	wait := askRemote(ctx, s.opts.Remote != nil, timeout, remote, resp.Failures, &remoteMu,
+		func(ctx context.Context, server string, users map[string][]string) (RemoteQuery, error) {
+			return s.opts.Remote.QueryKeys(ctx, server, users)
+		},
+		func(users map[string][]string, res RemoteQuery) {
+			for user, devs := range res.DeviceKeys {
+				if _, asked := users[user]; asked {
+					resp.DeviceKeys[user] = devs
+				}
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				res, err := s.opts.Remote.QueryKeys(rctx, server, users)
-				remoteMu.Lock()
-				defer remoteMu.Unlock()
-				if err != nil {
-					resp.Failures[server] = remoteFailure(err.Error())
-					return
+			for user, k := range res.MasterKeys {
+				if _, asked := users[user]; asked {
+					resp.MasterKeys[user] = k
 				}
-				for user, devs := range res.DeviceKeys {
-					if _, asked := users[user]; asked {
-						resp.DeviceKeys[user] = devs
-					}
+			}
+			for user, k := range res.SelfSigningKeys {
+				if _, asked := users[user]; asked {
+					resp.SelfSigningKeys[user] = k
 				}
-				for user, k := range res.MasterKeys {
-					if _, asked := users[user]; asked {
-						resp.MasterKeys[user] = k
-					}
-				}
-				for user, k := range res.SelfSigningKeys {
-					if _, asked := users[user]; asked {
-						resp.SelfSigningKeys[user] = k
-					}
-				}
-			}()
-		}
-	}
+			}
+		})
 	err := s.queryLocal(ctx, requester, localparts, localUsers, userOf, deviceKeys, resp, &remoteMu)
-	wg.Wait()
+	wait()
 	if err != nil {
 		return nil, err
 	}
 	return resp, nil
+}
+
+// askRemote sends one request per server of remote in parallel (ask), each bounded by timeout
+// (defaultRemoteTimeout if not positive), and hands each answer to merge, or records the server in
+// failures, under mu. Without federation (available false) every server is a failure. The
+// returned function waits for every request.
+func askRemote[Q, R any](ctx context.Context, available bool, timeout time.Duration, remote map[string]Q, failures map[string]any,
+	mu *gosync.Mutex, ask func(ctx context.Context, server string, q Q) (R, error), merge func(q Q, r R)) (wait func()) {
+	if len(remote) == 0 {
+		return func() {}
+	}
+	if timeout <= 0 {
+		timeout = defaultRemoteTimeout
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	var wg gosync.WaitGroup
+	for server, q := range remote {
+		if !available {
+			mu.Lock()
+			failures[server] = remoteFailure("Federation is not available")
+			mu.Unlock()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := ask(rctx, server, q)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failures[server] = remoteFailure(err.Error())
+				return
+			}
+			merge(q, r)
+		}()
+	}
+	return func() {
+		wg.Wait()
+		cancel()
+	}
 }
 
 func remoteFailure(msg string) map[string]any {
