@@ -144,8 +144,8 @@ var e2eeStreams = []string{storage.StreamToDevice, storage.StreamDeviceLists}
 
 // keyCountCache keeps each device's one-time key counts and unused fallback key types between
 // syncs: every response carries them, and they change only when the device uploads keys or
-// someone claims them, both of which wake the owner's syncs on every node (the e2ee service
-// calls the bus waker), and a wake-up of a user drops their entries. A read that started before
+// someone claims them, both of which wake the owner's syncs on every node through BusWaker, whose
+// wake-ups (and device changes) drop the user's entries. A read that started before
 // such a wake-up does not store its (possibly old) answer: entries are stored only if the user's
 // generation did not move in between. Entries expire after keyCountTTL, in case a bus message
 // was lost. The maps shared with responses are never modified.

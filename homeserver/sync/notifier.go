@@ -42,7 +42,8 @@ type Notifier struct {
 	store *storage.Store
 	log   *slog.Logger
 
-	// keyCounts caches one-time key counts; every wake-up of a user invalidates theirs.
+	// keyCounts caches one-time key counts; the wake-ups of BusWaker (key uploads and claims,
+	// to-device messages) and device changes invalidate a user's.
 	keyCounts keyCountCache
 
 	mu    gosync.Mutex
@@ -157,7 +158,6 @@ func (n *Notifier) Listen(userID string) (<-chan struct{}, func()) {
 
 // Wake wakes the long polls of the users (those not waiting cost nothing).
 func (n *Notifier) Wake(users ...string) {
-	n.keyCounts.invalidate(users)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, u := range users {
@@ -209,7 +209,6 @@ func (n *Notifier) WakeRoom(roomID string) { n.enqueue(notice{RoomID: roomID, ki
 // WakeSharing wakes the users and everyone joined to a room with one of them (presence changes).
 // Calls that arrive together are handled with one query.
 func (n *Notifier) WakeSharing(userIDs ...string) {
-	n.keyCounts.invalidate(userIDs)
 	for _, u := range userIDs {
 		n.enqueue(notice{UserID: u, kind: kindSharingUser})
 	}

@@ -33,6 +33,7 @@ func NewBusWaker(n *Notifier, b *bus.Bus) (*BusWaker, error) {
 			n.log.Warn("sync notifier: bad wake-up", "data", string(data))
 			return
 		}
+		n.keyCounts.invalidate(m.Users)
 		if m.Sharing {
 			n.WakeSharing(m.Users...)
 		} else {
@@ -56,6 +57,9 @@ func (w *BusWaker) send(m wakeMsg) {
 	if len(m.Users) == 0 {
 		return
 	}
+	// This node's cached key counts go before the caller returns (its client may sync at once);
+	// other nodes' when the message reaches them.
+	w.n.keyCounts.invalidate(m.Users)
 	if w.b != nil {
 		data, _ := json.Marshal(m)
 		if err := w.b.Publish(bus.SubjectWake, data); err == nil {
@@ -81,5 +85,6 @@ func (n *Notifier) ReceiveDeviceChange(data []byte) {
 		n.log.Warn("sync notifier: bad device change notice", "data", string(data))
 		return
 	}
+	n.keyCounts.invalidate([]string{m.UserID})
 	n.WakeSharing(m.UserID)
 }
