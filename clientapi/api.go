@@ -51,6 +51,8 @@ type API struct {
 	dehydrated *e2ee.Dehydrated
 	// e2ee is the key-management service (set by SetE2EE; nil answers M_UNRECOGNIZED).
 	e2ee *e2ee.Service
+	// remote joins rooms on other servers (set by SetRemoteRooms; nil: local rooms only).
+	remote RemoteRooms
 }
 
 // StopStreams ends every open SSE and WebSocket sync stream (at server shutdown).

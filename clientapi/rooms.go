@@ -95,6 +95,14 @@ func (a *API) createRoom(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, u := range req.Invite {
+		if _, srv, _ := strings.Cut(u, ":"); srv != a.cfg.ServerName && a.remote != nil {
+			// The room exists; an invite its server refuses does not undo it.
+			if _, err := a.remote.InviteRemote(r.Context(), id, a.sender(r, ""), u, "", req.IsDirect); err != nil {
+				a.log.Warn("createRoom: remote invite failed", "room_id", id, "user_id", u, "err", err)
+			}
+		}
+	}
 	return map[string]string{"room_id": id}, nil
 }
 
@@ -154,8 +162,12 @@ type membershipRequest struct {
 // joinByIDOrAlias is POST /_matrix/client/v3/join/{roomIdOrAlias}.
 func (a *API) joinByIDOrAlias(r *http.Request) (any, error) {
 	target := pathParam(r, "roomIdOrAlias")
+	var servers []string
 	if strings.HasPrefix(target, "#") {
 		roomID, _, err := a.rooms.ResolveAlias(r.Context(), target)
+		if _, srv, _ := strings.Cut(target, ":"); errors.Is(err, spec.ErrNotFound) && a.remote != nil && srv != a.cfg.ServerName {
+			roomID, servers, err = a.remote.ResolveRemoteAlias(r.Context(), target)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -163,7 +175,7 @@ func (a *API) joinByIDOrAlias(r *http.Request) (any, error) {
 	} else if !strings.HasPrefix(target, "!") {
 		return nil, spec.ErrInvalidParam.Withf("%q is neither a room ID nor an alias", target)
 	}
-	return a.join(r, target)
+	return a.joinThrough(r, target, servers)
 }
 
 // joinRoom is POST /_matrix/client/v3/rooms/{roomId}/join.
@@ -175,15 +187,24 @@ func (a *API) joinRoom(r *http.Request) (any, error) {
 	return a.join(r, roomID)
 }
 
-func (a *API) join(r *http.Request, roomID string) (any, error) {
+func (a *API) join(r *http.Request, roomID string) (any, error) { return a.joinThrough(r, roomID, nil) }
+
+// joinThrough joins a room of this server, or one on other servers through federation (asking
+// servers, the via and server_name parameters and the room ID's server).
+func (a *API) joinThrough(r *http.Request, roomID string, servers []string) (any, error) {
 	var req membershipRequest
 	if err := decodeOptionalJSON(r, &req); err != nil {
 		return nil, err
 	}
 	c := callerOf(r)
-	_, err := a.rooms.Join(r.Context(), roomID, a.sender(r, ""), a.memberProfile(r, string(c.UserID)), req.Reason)
-	if errors.Is(err, spec.ErrNotFound) {
-		// Joining rooms on other servers needs federation (a later issue).
+	profile := a.memberProfile(r, string(c.UserID))
+	_, err := a.rooms.Join(r.Context(), roomID, a.sender(r, ""), profile, req.Reason)
+	if errors.Is(err, spec.ErrNotFound) && a.remote != nil {
+		if known, kerr := a.rooms.KnownRoom(r.Context(), roomID); kerr == nil && !known {
+			_, err = a.remote.JoinRemote(r.Context(), roomID, joinServers(r, roomID, servers), string(c.UserID), profile, req.Reason)
+		}
+	}
+	if errors.Is(err, spec.ErrNotFound) && a.remote == nil {
 		return nil, spec.ErrNotFound.With("No known room with that ID on this server")
 	}
 	if err != nil {
@@ -217,7 +238,15 @@ func (a *API) membershipOf(membership string, withTarget bool) handler {
 				profile = a.memberProfile(r, target)
 			}
 		}
-		_, err = a.rooms.Membership(r.Context(), roomID, a.sender(r, ""), target, membership, req.Reason, profile, false)
+		if _, srv, _ := strings.Cut(target, ":"); membership == room.MembershipInvite && srv != a.cfg.ServerName && a.remote != nil {
+			_, err = a.remote.InviteRemote(r.Context(), roomID, a.sender(r, ""), target, req.Reason, false)
+		} else {
+			_, err = a.rooms.Membership(r.Context(), roomID, a.sender(r, ""), target, membership, req.Reason, profile, false)
+		}
+		if errors.Is(err, spec.ErrNotFound) && membership == room.MembershipLeave && a.remote != nil && !withTarget {
+			// An invite to a room this server is not in: reject it through the inviting server.
+			_, err = a.remote.LeaveRemote(r.Context(), roomID, target, req.Reason)
+		}
 		if errors.Is(err, spec.ErrNotFound) && membership == room.MembershipLeave {
 			return nil, spec.ErrForbidden.With("You are not in this room")
 		}

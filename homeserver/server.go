@@ -5,6 +5,7 @@ package homeserver
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -37,6 +38,7 @@ import (
 	"github.com/hearthmx/homeserver/homeserver/storage"
 	hsync "github.com/hearthmx/homeserver/homeserver/sync"
 	"github.com/hearthmx/homeserver/homeserver/typing"
+	"github.com/hearthmx/homeserver/mediaapi"
 )
 
 // Version is the server version, set at build time with -ldflags "-X .../homeserver.Version=...".
@@ -62,6 +64,10 @@ type Server struct {
 	Dehydrated *e2ee.Dehydrated
 	// E2EE manages device, one-time, fallback and cross-signing keys and the device_lists stream.
 	E2EE *e2ee.Service
+	// Media is the media repository (uploads, downloads, thumbnails, URL previews).
+	Media *mediaapi.API
+	// Federation serves the server-server API and holds the key ring and the federation client.
+	Federation *federation.API
 
 	notifier *hsync.Notifier
 	registry *prometheus.Registry
@@ -69,6 +75,10 @@ type Server struct {
 	api      *clientapi.API
 
 	client, metrics net.Listener
+	// fed is the TLS federation listener (homeserver/federation.go), nil when there is none.
+	fed        net.Listener
+	fedTLS     *tls.Config
+	fedHandler http.Handler
 }
 
 // New builds a server: data directory, signing key, storage (migrated), bus, services and routes.
@@ -115,7 +125,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	if err != nil {
 		return nil, err
 	}
-	s.Rooms = room.New(s.Store, s.Bus, room.Options{ServerName: cfg.ServerName, Key: key, DefaultVersion: defaultVersion}, log)
+	s.Rooms = room.New(s.Store, s.Bus, room.Options{ServerName: cfg.ServerName, Key: key, DefaultVersion: defaultVersion,
+		Resolve: resolveState}, log)
 	// The notifier first: typing and presence wake syncing users through it.
 	if s.notifier, err = hsync.NewNotifier(ctx, s.Store, s.Bus, log); err != nil {
 		return nil, err
@@ -157,7 +168,28 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	}
 	api.Wrap(r)
 	api.Routes(r)
-	federation.New(s.Accounts, Version).Routes(r)
+	s.Media, err = mediaapi.New(s.Store, s.Bus, mediaapi.Options{ServerName: cfg.ServerName, Config: cfg.Media, Dir: cfg.MediaDir()}, log)
+	if err != nil {
+		return nil, err
+	}
+	s.Media.Routes(r, mediaapi.Middleware{RequireAuth: api.RequireAuth, RequireAdmin: api.RequireAdmin,
+		RateLimited: api.RateLimited, Caller: clientapi.Caller})
+	s.Federation, err = federation.New(federation.Options{ServerName: cfg.ServerName, Version: Version, Key: key,
+		Config: cfg.Federation, Store: s.Store, Accounts: s.Accounts, Rooms: s.Rooms, Bus: s.Bus, MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	api.SetRemoteRooms(s.Federation)
+	s.Federation.Routes(r)
+	if cfg.FederationListen() != "" {
+		if s.fedTLS, err = federationTLS(cfg); err != nil {
+			return nil, err
+		}
+		fr := chi.NewRouter()
+		api.Wrap(fr)
+		s.Federation.Routes(fr)
+		s.fedHandler = fr
+	}
 	if cfg.Metrics.Enabled && cfg.Metrics.Listen == "" {
 		r.Handle(cfg.Metrics.Path, s.metricsHandler())
 		if cfg.Metrics.Pprof {
@@ -187,6 +219,13 @@ func (s *Server) Listen() error {
 			s.client.Close()
 			return fmt.Errorf("listen on %s: %w", s.cfg.Metrics.Listen, err)
 		}
+	}
+	if err := s.listenFederation(); err != nil {
+		s.client.Close()
+		if s.metrics != nil {
+			s.metrics.Close()
+		}
+		return err
 	}
 	return nil
 }
@@ -226,6 +265,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.log.Info("metrics listening", "url", "http://"+s.MetricsAddr()+s.cfg.Metrics.Path)
 	} else if s.cfg.Metrics.Enabled {
 		s.log.Info("metrics served", "url", "http://"+s.ClientAddr()+s.cfg.Metrics.Path)
+	}
+	if s.fed != nil {
+		servers = append(servers, s.httpServer(s.fedHandler))
+		listeners = append(listeners, s.fed)
+		s.log.Info("federation listening", "url", "https://"+s.FederationAddr())
+	} else {
+		s.log.Info("no federation TLS listener (federation.tls has no certificate); federation is served on the client listener, for a TLS proxy in front")
 	}
 
 	errc := make(chan error, len(servers))
@@ -297,6 +343,12 @@ func (s *Server) Close() {
 	if s.notifier != nil {
 		s.notifier.Close()
 	}
+	if s.Media != nil {
+		s.Media.Close()
+	}
+	if s.Federation != nil {
+		s.Federation.Close()
+	}
 	if s.Rooms != nil {
 		s.Rooms.Close()
 	}
@@ -324,6 +376,11 @@ func DataLocations(cfg *config.Config) []any {
 		out = append(out, "nats", "embedded", "nats_store", abs(cfg.NATSStoreDir()))
 	} else {
 		out = append(out, "nats", cfg.NATS.URLs)
+	}
+	if cfg.Media.Store == "s3" {
+		out = append(out, "media", "s3://"+cfg.Media.S3.Endpoint+"/"+cfg.Media.S3.Bucket+"/"+cfg.Media.S3.Prefix)
+	} else {
+		out = append(out, "media", abs(cfg.MediaDir()))
 	}
 	return out
 }

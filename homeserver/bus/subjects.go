@@ -30,6 +30,12 @@ const (
 	// own: to-device messages, key uploads): data is the JSON {"users": [...], "sharing": bool},
 	// sharing meaning also everyone who shares a room with them.
 	SubjectWake = "hs.wake"
+	// SubjectMediaUploaded announces that an asynchronous media upload got its content, waking
+	// downloads waiting for it on every node: data is mxc://server/id.
+	SubjectMediaUploaded = "hs.media.uploaded"
+	// SubjectFederationOutbox announces that events were queued for other servers (table
+	// federation_outbox), waking the federation sender: data is the JSON list of destinations.
+	SubjectFederationOutbox = "hs.federation.outbox"
 )
 
 // SubjectRoomEvent is where a room's new stream positions are announced after commit: data is

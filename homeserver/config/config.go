@@ -34,12 +34,17 @@ type Config struct {
 	RateLimits     RateLimits   `yaml:"rate_limits"`
 	RoomVersions   RoomVersions `yaml:"room_versions"`
 	Presence       Presence     `yaml:"presence"`
+	Media          Media        `yaml:"media"`
+	Federation     Federation   `yaml:"federation"`
 }
 
 // Listen says where the server accepts connections.
 type Listen struct {
 	// Client is host:port of the plain-HTTP listener serving the client and federation APIs.
 	Client string `yaml:"client"`
+	// Federation is host:port of the TLS listener serving the federation API; empty means :8448
+	// when federation.tls has a certificate or a CA, and no such listener otherwise.
+	Federation string `yaml:"federation"`
 }
 
 // WellKnown is what /.well-known/matrix/{client,server} answer.
@@ -184,6 +189,8 @@ func Default() *Config {
 			PerUser: Rate{PerSecond: 5, Burst: 50},
 		},
 		RoomVersions: RoomVersions{Default: "11"},
+		Media:        defaultMedia(),
+		Federation:   defaultFederation(),
 		Presence: Presence{
 			Enabled:        true,
 			Visibility:     "shared_rooms",
@@ -241,6 +248,15 @@ func (c *Config) BaseURL() string {
 func (c *Config) WellKnownServer() string {
 	if c.WellKnown.Server != "" {
 		return c.WellKnown.Server
+	}
+	if fed := c.FederationListen(); fed != "" {
+		// The TLS federation listener, on the host of server_name.
+		_, port, _ := net.SplitHostPort(fed)
+		host := strings.TrimSuffix(strings.TrimPrefix(c.ServerName, "["), "]")
+		if h, _, err := net.SplitHostPort(c.ServerName); err == nil {
+			host = h
+		}
+		return net.JoinHostPort(host, port)
 	}
 	u, err := url.Parse(c.BaseURL())
 	if err != nil || u.Host == "" {
@@ -375,6 +391,8 @@ func (c *Config) Validate() []Problem {
 	if !knownRoomVersion(c.RoomVersions.Default) {
 		add("room_versions.default", "must be one of %s, got %q", strings.Join(RoomVersionsSupported, ", "), c.RoomVersions.Default)
 	}
+	ps = append(ps, c.validateMedia()...)
+	ps = append(ps, c.validateFederation()...)
 	return ps
 }
 

@@ -24,6 +24,16 @@ type appendOpts struct {
 // and timestamp are filled in), authorises it against the room's current state, and persists it
 // with its state group, current state, forward extremities and stream position.
 func (t *txn) append(rs *roomState, proto event.Proto, o appendOpts) (*event.PDU, error) {
+	pdu, err := t.prepare(rs, proto)
+	if err != nil {
+		return nil, err
+	}
+	return pdu, t.persist(rs, pdu, o)
+}
+
+// prepare builds the next event of the room from proto and authorises it against the room's
+// current state, without storing it.
+func (t *txn) prepare(rs *roomState, proto event.Proto) (*event.PDU, error) {
 	v := rs.version
 	if proto.Type == TypeCreate && v.RoomIDFromCreateEvent() {
 		proto.RoomID = ""
@@ -63,13 +73,16 @@ func (t *txn) append(rs *roomState, proto event.Proto, o appendOpts) (*event.PDU
 		}
 		return nil, err
 	}
-	return pdu, t.persist(rs, pdu, o)
+	return pdu, nil
 }
 
 // persist writes an authorised event and moves the room's state forward.
 func (t *txn) persist(rs *roomState, pdu *event.PDU, o appendOpts) error {
 	ctx, c := t.ctx, t.c
 	pos := t.pos.take()
+	if err := t.ensureGroup(rs); err != nil {
+		return err
+	}
 	group := rs.group
 	var err error
 	var membership string
@@ -91,6 +104,9 @@ func (t *txn) persist(rs *roomState, pdu *event.PDU, o appendOpts) error {
 			return err
 		}
 		rs.state[k] = pdu
+		if pdu.Type == TypeMember && serverOf(k.StateKey) != t.s.opts.ServerName {
+			rs.servers = serversOf(rs.state, t.s.opts.ServerName)
+		}
 	}
 	rel := relationOf(pdu.Content)
 	row := storage.Event{
@@ -123,6 +139,24 @@ func (t *txn) persist(rs *roomState, pdu *event.PDU, o appendOpts) error {
 	rs.depth = pdu.Depth
 	rs.group = group
 	t.notices = append(t.notices, notice{RoomID: rs.roomID, Pos: pos})
+	return t.queueOutbound(t.destinations(rs, pdu), pdu, pos)
+}
+
+// ensureGroup gives the room's current state a state group when it has none (after forks were
+// resolved at load), so that the next event can name the state after it.
+func (t *txn) ensureGroup(rs *roomState) error {
+	if rs.group != 0 || len(rs.state) == 0 {
+		return nil
+	}
+	full := make(storage.StateMap, len(rs.state))
+	for k, ev := range rs.state {
+		full[storage.StateKey(k)] = ev.EventID
+	}
+	g, err := t.c.CreateStateGroup(t.ctx, rs.roomID, 0, full, full)
+	if err != nil {
+		return err
+	}
+	rs.group = g
 	return nil
 }
 

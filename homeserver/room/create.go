@@ -192,6 +192,11 @@ func (s *Service) CreateRoom(ctx context.Context, req CreateRequest) (string, er
 			}
 		}
 		for _, invitee := range req.Invite {
+			if serverOf(invitee) != s.opts.ServerName {
+				// Invites of users of other servers need their server's signature: the caller
+				// sends them over federation once the room exists.
+				continue
+			}
 			if err := appendState(TypeMember, invitee, newMemberContent(MembershipInvite, MemberProfile{}, req.IsDirect)); err != nil {
 				return err
 			}

@@ -23,6 +23,10 @@ type Options struct {
 	ServerName     string
 	Key            signing.Key
 	DefaultVersion event.Version
+	// Resolve is state resolution (package stateres, which imports this one, so the composition
+	// root passes it in). Without it, diverging states (forks, which only federation creates)
+	// cannot be merged and such events fail.
+	Resolve ResolveFunc
 }
 
 // Service creates rooms and appends events to them. Every write goes through one writer
@@ -159,6 +163,7 @@ func (s *Service) runBatch(batch []*job) {
 	results := make([]error, len(batch))
 	committed := map[string]*roomState{}
 	var notices []notice
+	var dests []string
 	err := s.store.Write(context.Background(), func(c storage.Conn) error {
 		// Positions: lock the events counter once for the whole batch, hand positions out in
 		// memory, and store the last one before commit. The lock is held until commit, so no
@@ -191,6 +196,7 @@ func (s *Service) runBatch(batch []*job) {
 					committed[id] = rs
 				}
 				notices = append(notices, t.notices...)
+				dests = append(dests, t.dests...)
 				continue
 			}
 			// This job may read what earlier jobs of the batch appended.
@@ -214,6 +220,7 @@ func (s *Service) runBatch(batch []*job) {
 				committed[id] = rs
 			}
 			notices = append(notices, t.notices...)
+			dests = append(dests, t.dests...)
 		}
 		if err := rows.flush(context.Background(), c); err != nil {
 			return err
@@ -245,6 +252,7 @@ func (s *Service) runBatch(batch []*job) {
 			s.rooms[id] = rs
 		}
 		s.publish(notices)
+		s.publishOutbound(dests)
 	}
 	for i, j := range batch {
 		j.done <- results[i]
@@ -309,6 +317,9 @@ type roomState struct {
 	extremities []string
 	depth       int64
 	group       int64 // state group of the current state
+	// servers are the other servers with joined members in the current state, sorted: where
+	// this server's events go. Replaced, never modified, so clones share it.
+	servers []string
 	// extremitiesDirty says the extremities changed in this batch and must be written.
 	extremitiesDirty bool
 }
@@ -333,9 +344,13 @@ type txn struct {
 	base    map[string]*roomState // committed earlier in this batch
 	rooms   map[string]*roomState // this job's working copies
 	notices []notice
-	pos     *positions // the batch's stream positions
+	// dests are the servers this job queued events for (announced after commit).
+	dests []string
+	pos   *positions // the batch's stream positions
 	// rows collects the events of a deferred job (nil for other jobs, which write at once).
 	rows *deferredRows
+	// recv buffers the events a ReceivePDUs job stores (nil in other jobs).
+	recv *received
 }
 
 // deferredRows are the rows of the deferred jobs of a batch, written by flush with one statement
@@ -343,11 +358,12 @@ type txn struct {
 type deferredRows struct {
 	events []storage.Event
 	txns   []storage.Transaction
+	outbox []storage.OutboxRow
 	// txnIDs maps the transaction IDs of kept rows to their events, so that a retry in the same
 	// batch finds its first attempt.
 	txnIDs map[storage.Transaction]string
 	// kept counts the rows of events and txns that belong to finished jobs.
-	keptEvents, keptTxns int
+	keptEvents, keptTxns, keptOutbox int
 	// stored are the transaction IDs of the batch's deferred jobs as found in the database at its
 	// start (event ID, or "" for none); txnIDs has the ones stored since.
 	stored map[storage.Transaction]string
@@ -399,11 +415,11 @@ func (d *deferredRows) keep(*txn) {
 		}
 		d.txnIDs[storage.Transaction{Localpart: t.Localpart, DeviceID: t.DeviceID, TxnID: t.TxnID}] = t.EventID
 	}
-	d.keptEvents, d.keptTxns = len(d.events), len(d.txns)
+	d.keptEvents, d.keptTxns, d.keptOutbox = len(d.events), len(d.txns), len(d.outbox)
 }
 
 func (d *deferredRows) drop(*txn) {
-	d.events, d.txns = d.events[:d.keptEvents], d.txns[:d.keptTxns]
+	d.events, d.txns, d.outbox = d.events[:d.keptEvents], d.txns[:d.keptTxns], d.outbox[:d.keptOutbox]
 }
 
 func (d *deferredRows) flush(ctx context.Context, c storage.Conn) error {
@@ -414,6 +430,9 @@ func (d *deferredRows) flush(ctx context.Context, c storage.Conn) error {
 		return err
 	}
 	if err := c.InsertTransactions(ctx, d.txns); err != nil {
+		return err
+	}
+	if err := c.InsertOutbox(ctx, d.outbox); err != nil {
 		return err
 	}
 	*d = deferredRows{} // what stored knew is out of date now: later jobs ask the database
@@ -473,6 +492,7 @@ func (t *txn) load(roomID string) (*roomState, error) {
 		}
 		rs.state[StateKeyTuple{p.Type, *p.StateKey}] = p
 	}
+	rs.servers = serversOf(rs.state, t.s.opts.ServerName)
 	if rs.extremities, err = t.c.ForwardExtremities(t.ctx, roomID); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,8 @@ type Server struct {
 	*homeserver.Server
 	URL    string // http://127.0.0.1:port
 	Config *config.Config
+	// stop shuts the server down (Stop); it runs at the end of the test otherwise.
+	stop func()
 }
 
 // SharedSecret is the registration shared secret of test servers.
@@ -46,6 +49,13 @@ func Start(t testing.TB, backend string, mutate ...func(*config.Config)) *Server
 	for _, m := range mutate {
 		m(cfg)
 	}
+	return startWith(t, cfg)
+}
+
+// startWith runs a homeserver with a complete configuration until the test ends or Stop.
+func startWith(t testing.TB, cfg *config.Config) *Server {
+	t.Helper()
+	backend := cfg.Database.Backend
 	var logOut io.Writer = io.Discard
 	if os.Getenv("HS_TEST_LOG") != "" {
 		logOut = os.Stderr
@@ -64,16 +74,31 @@ func Start(t testing.TB, backend string, mutate ...func(*config.Config)) *Server
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Errorf("servertest: server did not stop within 30s")
-		}
-		srv.Close()
-	})
-	return &Server{Server: srv, URL: "http://" + srv.ClientAddr(), Config: cfg}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Errorf("servertest: server did not stop within 30s")
+			}
+			srv.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return &Server{Server: srv, URL: "http://" + srv.ClientAddr(), Config: cfg, stop: stop}
+}
+
+// Stop shuts the server down now (its data stays, for Restart).
+func (s *Server) Stop() { s.stop() }
+
+// Restart starts a new server on the data of a stopped one: same configuration, database, data
+// directory and server name (the client listener gets a new port).
+func (s *Server) Restart(t testing.TB) *Server {
+	t.Helper()
+	cfg := *s.Config
+	return startWith(t, &cfg)
 }
 
 // ForEachBackend runs fn as a subtest per storage backend, each with its own fresh server.

@@ -74,6 +74,7 @@ func (e *Error) MarshalJSON() ([]byte, error) {
 var (
 	ErrBadJSON                = &Error{Code: "M_BAD_JSON", Status: http.StatusBadRequest, Message: "Malformed request"}
 	ErrBadState               = &Error{Code: "M_BAD_STATE", Status: http.StatusBadRequest, Message: "Bad state"}
+	ErrCannotOverwriteMedia   = &Error{Code: "M_CANNOT_OVERWRITE_MEDIA", Status: http.StatusConflict, Message: "Media already uploaded"}
 	ErrDuplicateAnnotation    = &Error{Code: "M_DUPLICATE_ANNOTATION", Status: http.StatusBadRequest, Message: "You already sent this annotation"}
 	ErrExclusive              = &Error{Code: "M_EXCLUSIVE", Status: http.StatusBadRequest, Message: "Reserved by an application service"}
 	ErrForbidden              = &Error{Code: "M_FORBIDDEN", Status: http.StatusForbidden, Message: "Forbidden"}
@@ -87,6 +88,7 @@ var (
 	ErrMissingToken           = &Error{Code: "M_MISSING_TOKEN", Status: http.StatusUnauthorized, Message: "Missing access token"}
 	ErrNotFound               = &Error{Code: "M_NOT_FOUND", Status: http.StatusNotFound, Message: "Not found"}
 	ErrNotJSON                = &Error{Code: "M_NOT_JSON", Status: http.StatusBadRequest, Message: "Content not JSON"}
+	ErrNotYetUploaded         = &Error{Code: "M_NOT_YET_UPLOADED", Status: http.StatusGatewayTimeout, Message: "Content has not yet been uploaded"}
 	ErrProfileTooLarge        = &Error{Code: "M_PROFILE_TOO_LARGE", Status: http.StatusBadRequest, Message: "Profile too large"}
 	ErrResourceLimitExceeded  = &Error{Code: "M_RESOURCE_LIMIT_EXCEEDED", Status: http.StatusForbidden, Message: "Resource limit exceeded"}
 	ErrRoomInUse              = &Error{Code: "M_ROOM_IN_USE", Status: http.StatusBadRequest, Message: "Room alias already taken"}

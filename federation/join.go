@@ -1,0 +1,293 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/hearthmx/homeserver/federation/fedclient"
+	"github.com/hearthmx/homeserver/homeserver/event"
+	"github.com/hearthmx/homeserver/homeserver/room"
+	"github.com/hearthmx/homeserver/homeserver/spec"
+)
+
+// Joins over federation ("Joining Rooms"), both sides:
+//
+//	joining server (JoinRemote)                 resident server (makeJoin, sendJoin)
+//	  GET /v1/make_join/{room}/{user}?ver=... ─▶  template: prev_events, auth_events, depth,
+//	                                              checked against the current state
+//	  fill in, hash, sign the join             ◀─
+//	  PUT /v2/send_join/{room}/{event}      ─▶  verify, co-sign, receive it (auth rules, soft
+//	                                              fail), queue it for the room's other servers
+//	  verify state and auth chain, store      ◀─ state before the join, auth chain, the event
+//	  them and the join (room.CompleteRemoteJoin)
+//
+// From then on the joining server is among the room's servers: events of both reach each other
+// through /send.
+
+// supportedVersions are the ver= values of make_join.
+func supportedVersions() []string {
+	out := make([]string, len(event.Versions))
+	for i, v := range event.Versions {
+		out[i] = v.ID()
+	}
+	return out
+}
+
+// makeJoin is GET /_matrix/federation/v1/make_join/{roomId}/{userId}.
+func (a *API) makeJoin(r *http.Request) (any, error) {
+	vers := r.URL.Query()["ver"]
+	if len(vers) == 0 {
+		vers = []string{"1"} // the spec's default: a server that names none supports only v1
+	}
+	return a.makeMembership(r, room.MembershipJoin, vers)
+}
+
+// makeMembership answers make_join and make_leave.
+func (a *API) makeMembership(r *http.Request, membership string, vers []string) (any, error) {
+	roomID, userID := chi.URLParam(r, "roomId"), chi.URLParam(r, "userId")
+	if serverName(userID) != Origin(r.Context()) {
+		return nil, spec.ErrForbidden.With("The user is not on the requesting server")
+	}
+	v, template, err := a.rooms.MakeMembership(r.Context(), roomID, userID, membership, vers)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"room_version": v.ID(), "event": template}, nil
+}
+
+// sendJoin is PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}.
+func (a *API) sendJoin(r *http.Request) (any, error) {
+	join, err := a.acceptMembership(r, room.MembershipJoin)
+	if err != nil {
+		return nil, err
+	}
+	ctx := r.Context()
+	state, chain, err := a.rooms.StateAt(ctx, Origin(ctx), join.RoomID, join.EventID)
+	if err != nil {
+		return nil, err
+	}
+	pdus, err := a.federationJSON(r, state)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := a.federationJSON(r, chain)
+	if err != nil {
+		return nil, err
+	}
+	servers, err := a.rooms.ServersInRoom(ctx, join.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"state": pdus, "auth_chain": auth, "event": join.Raw, "members_omitted": false,
+		"servers_in_room": slices.DeleteFunc(servers, func(s string) bool { return s == Origin(ctx) })}, nil
+}
+
+// acceptMembership checks the membership event of send_join or send_leave as the spec asks,
+// adds our signature and receives it into the room, to be relayed to the room's other servers.
+func (a *API) acceptMembership(r *http.Request, membership string) (*event.PDU, error) {
+	ctx := r.Context()
+	roomID, eventID, origin := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventId"), Origin(ctx)
+	v, err := a.roomVersion(ctx, roomID)
+	if errors.Is(err, errUnknownRoom) {
+		return nil, spec.ErrNotFound.With("Unknown room")
+	}
+	if err != nil {
+		return nil, err
+	}
+	var body json.RawMessage
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		return nil, spec.ErrBadJSON.With("The body is not a JSON event")
+	}
+	p, err := event.Parse(v, body)
+	if err != nil {
+		return nil, spec.ErrInvalidParam.Withf("Invalid event: %v", err)
+	}
+	if p, err = p.WithoutUnsigned(); err != nil {
+		return nil, spec.ErrInvalidParam.Withf("Invalid event: %v", err)
+	}
+	switch {
+	case p.EventID != eventID:
+		return nil, spec.ErrInvalidParam.Withf("The event's ID is %s, not %s", p.EventID, eventID)
+	case p.RoomID != roomID:
+		return nil, spec.ErrInvalidParam.With("The event is for another room")
+	case p.Type != room.TypeMember || p.StateKey == nil:
+		return nil, spec.ErrInvalidParam.With("The event is not an m.room.member event")
+	case room.Membership(p) != membership:
+		return nil, spec.ErrInvalidParam.Withf("The event's membership is not %s", membership)
+	case *p.StateKey != p.Sender:
+		return nil, spec.ErrInvalidParam.With("The state_key is not the sender")
+	case serverName(p.Sender) != origin:
+		return nil, spec.ErrInvalidParam.With("The sender is not on the requesting server")
+	}
+	if err := event.VerifyEventSignatures(ctx, v, p, a.keys.Key); err != nil {
+		return nil, spec.ErrInvalidParam.Withf("The event's signatures do not verify: %v", err)
+	}
+	if err := p.CheckContentHash(); err != nil {
+		return nil, spec.ErrInvalidParam.With("The event's content hash does not match")
+	}
+	signed, err := a.rooms.SignPDU(p)
+	if err != nil {
+		return nil, err
+	}
+	if p, err = event.Parse(v, signed); err != nil {
+		return nil, err
+	}
+	outs, err := a.rooms.ReceivePDUs(ctx, roomID, []room.Incoming{{PDU: p, Relay: true, RelayExcept: []string{origin}}})
+	if err != nil {
+		return nil, err
+	}
+	switch o := outs[0]; {
+	case isMissing(o.Err):
+		return nil, spec.ErrInvalidParam.Withf("The event names events this server does not have: %v", o.Err)
+	case o.Err != nil:
+		var rej *room.RejectedError
+		if errors.As(o.Err, &rej) {
+			return nil, spec.ErrForbidden.With(rej.Reason)
+		}
+		return nil, o.Err
+	case o.SoftFailed:
+		return nil, spec.ErrForbidden.With("The event is not allowed by the room's current state")
+	}
+	return p, nil
+}
+
+// JoinRemote joins a local user to a room this server is not in, through the first of servers
+// that answers: make_join, then send_join, then the room's state is stored with the join. It
+// returns the join's event ID.
+func (a *API) JoinRemote(ctx context.Context, roomID string, servers []string, userID string, profile room.MemberProfile, reason string) (string, error) {
+	if inv, err := a.rooms.RemoteMembership(ctx, roomID, userID); err == nil && inv.Membership == room.MembershipInvite {
+		servers = append([]string{serverName(inv.Sender)}, servers...) // the inviter's server is in the room
+	}
+	var errs []error
+	tried := map[string]bool{a.serverName: true}
+	for _, srv := range servers {
+		if tried[srv] {
+			continue
+		}
+		tried[srv] = true
+		id, err := a.joinVia(ctx, srv, roomID, userID, profile, reason)
+		if err == nil {
+			return id, nil
+		}
+		a.log.Info("federation: remote join failed", "room_id", roomID, "server", srv, "err", err)
+		var se *spec.Error
+		var fe *fedclient.Error
+		if errors.As(err, &se) && (se.Code == spec.ErrForbidden.Code || se.Code == ErrIncompatibleRoomVersion.Code) {
+			return "", err
+		}
+		if errors.As(err, &fe) && fe.Status == http.StatusForbidden {
+			return "", spec.ErrForbidden.With(fe.Message)
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return "", spec.ErrNotFound.With("No server to join the room through: give one with via or server_name")
+	}
+	return "", spec.ErrNotFound.With("Could not join the room through any of its servers").WithField("details", errors.Join(errs...).Error())
+}
+
+// ErrIncompatibleRoomVersion is M_INCOMPATIBLE_ROOM_VERSION (see room.ErrIncompatibleRoomVersion).
+var ErrIncompatibleRoomVersion = room.ErrIncompatibleRoomVersion
+
+// memberTemplate is the event of a make_join or make_leave answer.
+type memberTemplate struct {
+	Type       string                     `json:"type"`
+	RoomID     string                     `json:"room_id"`
+	Sender     string                     `json:"sender"`
+	StateKey   *string                    `json:"state_key"`
+	Content    map[string]json.RawMessage `json:"content"`
+	PrevEvents []string                   `json:"prev_events"`
+	AuthEvents []string                   `json:"auth_events"`
+	Depth      int64                      `json:"depth"`
+}
+
+// makeMembershipOn asks server for the template of userID's membership event and returns it
+// signed by us, checked as the spec requires.
+func (a *API) makeMembershipOn(ctx context.Context, server, endpoint, roomID, userID, membership string, extra map[string]any) (event.Version, *event.PDU, error) {
+	path := "/_matrix/federation/v1/" + endpoint + "/" + url.PathEscape(roomID) + "/" + url.PathEscape(userID)
+	if membership == room.MembershipJoin {
+		path += "?ver=" + strings.Join(supportedVersions(), "&ver=")
+	}
+	var resp struct {
+		RoomVersion string         `json:"room_version"`
+		Event       memberTemplate `json:"event"`
+	}
+	if err := a.client.DoJSON(ctx, server, "GET", path, nil, &resp); err != nil {
+		return event.Version{}, nil, err
+	}
+	v, err := event.LookupVersion(resp.RoomVersion)
+	if err != nil {
+		return v, nil, ErrIncompatibleRoomVersion.Withf("The room's version %q is not supported", resp.RoomVersion)
+	}
+	t := resp.Event
+	var m string
+	_ = json.Unmarshal(t.Content["membership"], &m)
+	if t.Type != room.TypeMember || t.RoomID != roomID || t.Sender != userID || t.StateKey == nil || *t.StateKey != userID || m != membership {
+		return v, nil, fmt.Errorf("%s answered %s with a template that is not a %s of %s in %s", server, endpoint, membership, userID, roomID)
+	}
+	content := map[string]any{}
+	for k, val := range t.Content {
+		content[k] = val
+	}
+	for k, val := range extra {
+		content[k] = val
+	}
+	raw, err := json.Marshal(content)
+	if err != nil {
+		return v, nil, err
+	}
+	p, err := event.Build(v, event.Proto{RoomID: roomID, Sender: userID, Type: room.TypeMember, StateKey: &userID, Content: raw,
+		PrevEvents: t.PrevEvents, AuthEvents: t.AuthEvents, Depth: t.Depth, OriginServerTS: time.Now().UnixMilli()},
+		a.serverName, a.key.ID, a.key.Private)
+	return v, p, err
+}
+
+// joinVia is the join handshake with one resident server.
+func (a *API) joinVia(ctx context.Context, server, roomID, userID string, profile room.MemberProfile, reason string) (string, error) {
+	extra := map[string]any{}
+	if profile.DisplayName != "" {
+		extra["displayname"] = profile.DisplayName
+	}
+	if profile.AvatarURL != "" {
+		extra["avatar_url"] = profile.AvatarURL
+	}
+	if reason != "" {
+		extra["reason"] = reason
+	}
+	v, join, err := a.makeMembershipOn(ctx, server, "make_join", roomID, userID, room.MembershipJoin, extra)
+	if err != nil {
+		return "", err
+	}
+	var resp struct {
+		State     []json.RawMessage `json:"state"`
+		AuthChain []json.RawMessage `json:"auth_chain"`
+		Event     json.RawMessage   `json:"event"`
+	}
+	path := "/_matrix/federation/v2/send_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(join.EventID)
+	if err := a.client.DoJSON(ctx, server, "PUT", path, json.RawMessage(join.Raw), &resp); err != nil {
+		return "", err
+	}
+	if len(resp.Event) > 0 {
+		// The resident's copy carries its signature too (required for restricted joins).
+		signed, err := a.checkPDU(ctx, v, resp.Event)
+		if err == nil && signed.EventID == join.EventID {
+			join = signed
+		}
+	}
+	state := a.checkAll(ctx, v, resp.State)
+	chain := a.checkAll(ctx, v, resp.AuthChain)
+	if err := a.rooms.CompleteRemoteJoin(ctx, v, roomID, state, chain, join); err != nil {
+		return "", err
+	}
+	a.versions.Store(roomID, v)
+	return join.EventID, nil
+}
