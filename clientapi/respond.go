@@ -53,27 +53,7 @@ func serve(log *slog.Logger, h handler) http.HandlerFunc {
 	}
 }
 
-// jsonAppender is a response body that writes its own JSON (the sync response, whose stored
-// events encoding/json would re-validate).
-type jsonAppender interface{ AppendJSON(b []byte) []byte }
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	var body []byte
-	var err error
-	if a, ok := v.(jsonAppender); ok {
-		body = a.AppendJSON(make([]byte, 0, 4096))
-	} else {
-		body, err = json.Marshal(v)
-	}
-	if err != nil {
-		status = http.StatusInternalServerError
-		body, _ = json.Marshal(spec.ErrUnknown)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { spec.WriteJSON(w, status, v) }
 
 // writeError sends a Matrix error. Errors that are not Matrix errors are internal: they are logged
 // with the request ID and the client gets M_UNKNOWN without the cause.

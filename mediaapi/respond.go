@@ -2,7 +2,6 @@ package mediaapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -36,17 +35,7 @@ func (a *API) serveRaw(h rawHandler) http.HandlerFunc {
 	}
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		body, _ = json.Marshal(spec.ErrUnknown)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { spec.WriteJSON(w, status, v) }
 
 // writeError sends a Matrix error; other errors are internal: logged, and M_UNKNOWN for the
 // client.
