@@ -3,8 +3,10 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"sync"
 	"time"
@@ -29,6 +31,7 @@ import (
 //	         2xx: delete those rows, go on at once (catch-up after downtime drains in batches)
 //	         failure: wait retry_initial, doubling up to retry_max; a request from the
 //	                  destination (it is back) ends the wait at once
+//	         4xx (but 401, 408, 429): refused for good; its events are dropped for it
 //
 // Why a table and not a JetStream stream: the rows are written in the transaction that stores
 // the event, so an event is never committed without being queued nor queued without being
@@ -233,6 +236,13 @@ func (s *Sender) run(q *destQueue) {
 		}
 		if err == nil {
 			err = s.send(q.name, rows)
+			if refused(err) {
+				// The same transaction would get the same answer: give its events up rather than
+				// hold everything queued behind them.
+				log.Warn("federation: destination refused a transaction, its events are dropped for it",
+					"events", len(rows), "queued_from", firstPos(rows), "err", err)
+				err = nil
+			}
 		}
 		if err == nil {
 			err = s.o.Store.Write(s.ctx, func(c storage.Conn) error {
@@ -264,6 +274,20 @@ func (s *Sender) run(q *destQueue) {
 			backoff = 0
 		}
 	}
+}
+
+// refused reports a definite refusal of a transaction (a 4xx other than 401, which a key fetch
+// failing on the other side can cause, 408 and 429, which ask to come back later).
+func refused(err error) bool {
+	var fe *fedclient.Error
+	if !errors.As(err, &fe) {
+		return false
+	}
+	switch fe.Status {
+	case http.StatusUnauthorized, http.StatusRequestTimeout, http.StatusTooManyRequests:
+		return false
+	}
+	return fe.Status >= 400 && fe.Status < 500
 }
 
 func firstPos(rows []storage.OutboxPDU) int64 {

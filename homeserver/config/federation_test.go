@@ -3,6 +3,7 @@ package config_test
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/hearthmx/homeserver/homeserver/config"
 )
@@ -80,6 +81,16 @@ func TestFederationValidation(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("problems at\n %v\nwant\n %v", got, want)
+	}
+	// Retry waits: at least 10ms, the cap at least the first wait.
+	cfg = config.Default()
+	cfg.Federation.RetryInitial = config.Duration(time.Millisecond)
+	if got := problemPaths(cfg.Validate()); !slices.Equal(got, []string{"federation.retry_initial"}) {
+		t.Fatalf("retry_initial 1ms: %v", got)
+	}
+	cfg.Federation.RetryInitial, cfg.Federation.RetryMax = config.Duration(time.Minute), config.Duration(time.Second)
+	if got := problemPaths(cfg.Validate()); !slices.Equal(got, []string{"federation.retry_max"}) {
+		t.Fatalf("retry_max below retry_initial: %v", got)
 	}
 	// A federation listener without TLS material is refused.
 	cfg = config.Default()
