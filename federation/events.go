@@ -49,15 +49,22 @@ func (a *API) getState(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	pdus, err := a.federationJSON(r, state)
-	if err != nil {
-		return nil, err
-	}
-	auth, err := a.federationJSON(r, chain)
+	pdus, auth, err := a.stateJSON(r, state, chain)
 	if err != nil {
 		return nil, err
 	}
 	return map[string]any{"pdus": pdus, "auth_chain": auth}, nil
+}
+
+// stateJSON is the federation form of a state and its auth chain.
+func (a *API) stateJSON(r *http.Request, state, chain []storage.Event) (pdus, auth []json.RawMessage, err error) {
+	if pdus, err = a.federationJSON(r, state); err != nil {
+		return nil, nil, err
+	}
+	if auth, err = a.federationJSON(r, chain); err != nil {
+		return nil, nil, err
+	}
+	return pdus, auth, nil
 }
 
 // getEventAuth is GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}: the event's auth chain.

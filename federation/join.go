@@ -75,11 +75,7 @@ func (a *API) sendJoin(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	pdus, err := a.federationJSON(r, state)
-	if err != nil {
-		return nil, err
-	}
-	auth, err := a.federationJSON(r, chain)
+	pdus, auth, err := a.stateJSON(r, state, chain)
 	if err != nil {
 		return nil, err
 	}

@@ -80,14 +80,9 @@ func (s *Service) EventForServer(ctx context.Context, server, eventID string) (j
 // and the auth chain of that state, for a server in the room.
 func (s *Service) StateAt(ctx context.Context, server, roomID, eventID string) (state, authChain []storage.Event, err error) {
 	c := s.store.Read()
-	v, err := s.versionOf(ctx, c, roomID)
+	v, err := s.versionForServer(ctx, c, roomID, server)
 	if err != nil {
 		return nil, nil, err
-	}
-	if in, err := s.ServerInRoom(ctx, roomID, server); err != nil {
-		return nil, nil, err
-	} else if !in {
-		return nil, nil, errNotInRoom
 	}
 	e, err := c.Event(ctx, eventID)
 	if errors.Is(err, storage.ErrNotFound) || err == nil && (e.RoomID != roomID || e.Rejected || e.Outlier) {
@@ -189,18 +184,30 @@ func (s *Service) authChain(ctx context.Context, c storage.Conn, v event.Version
 	return out, nil
 }
 
+// versionForServer is the version of a room, for a server that has a member in it (errNotInRoom
+// otherwise).
+func (s *Service) versionForServer(ctx context.Context, c storage.Conn, roomID, server string) (event.Version, error) {
+	v, err := s.versionOf(ctx, c, roomID)
+	if err != nil {
+		return event.Version{}, err
+	}
+	in, err := s.ServerInRoom(ctx, roomID, server)
+	if err != nil {
+		return event.Version{}, err
+	}
+	if !in {
+		return event.Version{}, errNotInRoom
+	}
+	return v, nil
+}
+
 // AuthChainOf is GET /event_auth/{roomId}/{eventId}: the auth chain of an event, for a server in
 // the room.
 func (s *Service) AuthChainOf(ctx context.Context, server, roomID, eventID string) ([]storage.Event, error) {
 	c := s.store.Read()
-	v, err := s.versionOf(ctx, c, roomID)
+	v, err := s.versionForServer(ctx, c, roomID, server)
 	if err != nil {
 		return nil, err
-	}
-	if in, err := s.ServerInRoom(ctx, roomID, server); err != nil {
-		return nil, err
-	} else if !in {
-		return nil, errNotInRoom
 	}
 	e, err := c.Event(ctx, eventID)
 	if errors.Is(err, storage.ErrNotFound) || err == nil && e.RoomID != roomID {
@@ -217,14 +224,9 @@ func (s *Service) AuthChainOf(ctx context.Context, server, roomID, eventID strin
 // Events the server may not see are sent redacted, so the graph stays connected.
 func (s *Service) MissingEvents(ctx context.Context, server, roomID string, earliest, latest []string, limit int, minDepth int64) ([]json.RawMessage, error) {
 	c := s.store.Read()
-	v, err := s.versionOf(ctx, c, roomID)
+	v, err := s.versionForServer(ctx, c, roomID, server)
 	if err != nil {
 		return nil, err
-	}
-	if in, err := s.ServerInRoom(ctx, roomID, server); err != nil {
-		return nil, err
-	} else if !in {
-		return nil, errNotInRoom
 	}
 	seen := map[string]bool{}
 	for _, id := range earliest {
