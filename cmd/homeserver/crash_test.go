@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,9 +45,18 @@ func moduleRoot(t *testing.T) string {
 // buildBinary builds ./cmd/homeserver into a temporary directory.
 func buildBinary(t *testing.T) string {
 	t.Helper()
+	return buildBinaryEnv(t)
+}
+
+// buildBinaryEnv is buildBinary with extra environment for go build (CGO_ENABLED=0, ...).
+func buildBinaryEnv(t *testing.T, env ...string) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "hs")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/homeserver")
 	cmd.Dir = moduleRoot(t)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -75,6 +85,13 @@ type process struct {
 // answers /versions.
 func startServer(t *testing.T, bin, dataDir string, env []string) *process {
 	t.Helper()
+	return startServerAttr(t, bin, dataDir, env, nil)
+}
+
+// startServerAttr is startServer with process attributes (namespaces, ...) for the child; nil
+// for none.
+func startServerAttr(t *testing.T, bin, dataDir string, env []string, attr *syscall.SysProcAttr) *process {
+	t.Helper()
 	port := freePort(t)
 	p := &process{url: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, "run")
@@ -88,6 +105,7 @@ func startServer(t *testing.T, bin, dataDir string, env []string) *process {
 		"HS_RATE_LIMITS_ENABLED=false", "HS_SERVER_NAME=localhost", "HS_REGISTRATION_ENABLED=true", "HS_LOGGING_LEVEL=info")
 	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	p.cmd.SysProcAttr = attr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
