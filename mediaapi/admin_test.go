@@ -3,6 +3,7 @@ package mediaapi_test
 import (
 	"context"
 	"fmt"
+	"github.com/hearthmx/homeserver/mediaapi"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -28,7 +29,7 @@ func TestAdminDeleteMedia(t *testing.T) {
 		other := upload(t, s, alice.AccessToken, "image/png", img, "") // same content
 		unique := upload(t, s, alice.AccessToken, "text/plain", []byte("only here"), "")
 		content := filepath.Join(s.Config.MediaDir(), "content")
-		checkFor(t, 20*time.Second, func() error { // the background thumbnails of both are made
+		servertest.Eventually(t, 20*time.Second, func() error { // the background thumbnails of both are made
 			for _, mxc := range []string{shared, other} {
 				id := strings.Split(mediaPath(t, mxc), "/")[1]
 				if n, err := s.Store.Read().MediaThumbnailCount(ctx, "localhost", id); err != nil || n != 5 {
@@ -37,7 +38,7 @@ func TestAdminDeleteMedia(t *testing.T) {
 			}
 			return nil
 		})
-		files := countFiles(t, content)
+		files := mediaapi.CountFiles(t, content)
 
 		path := "/_synapse/admin/v1/media/" + mediaPath(t, unique)
 		wantError(t, "delete as a user", request(t, s, "DELETE", path, alice.AccessToken, nil), http.StatusForbidden, "M_FORBIDDEN")
@@ -48,7 +49,7 @@ func TestAdminDeleteMedia(t *testing.T) {
 		}
 		wantError(t, "download after delete", download(t, s, alice.AccessToken, unique), http.StatusNotFound, "M_NOT_FOUND")
 		wantError(t, "delete again", request(t, s, "DELETE", path, admin.AccessToken, nil), http.StatusNotFound, "M_NOT_FOUND")
-		if n := countFiles(t, content); n != files-1 {
+		if n := mediaapi.CountFiles(t, content); n != files-1 {
 			t.Fatalf("%d files after deleting unique content, want %d", n, files-1)
 		}
 
@@ -56,7 +57,7 @@ func TestAdminDeleteMedia(t *testing.T) {
 		if r := request(t, s, "DELETE", "/_synapse/admin/v1/media/"+mediaPath(t, shared), admin.AccessToken, nil); r.Status != http.StatusOK {
 			t.Fatalf("delete shared: %d %s", r.Status, r.Body)
 		}
-		if n := countFiles(t, content); n != files-1 {
+		if n := mediaapi.CountFiles(t, content); n != files-1 {
 			t.Fatalf("%d files after deleting one of two items with the same content, want %d", n, files-1)
 		}
 		if r := thumb(t, s, alice.AccessToken, other, 32, 32, "crop"); r.Status != http.StatusOK {
@@ -65,7 +66,7 @@ func TestAdminDeleteMedia(t *testing.T) {
 		if r := request(t, s, "DELETE", "/_synapse/admin/v1/media/"+mediaPath(t, other), admin.AccessToken, nil); r.Status != http.StatusOK {
 			t.Fatalf("delete other: %d %s", r.Status, r.Body)
 		}
-		if n := countFiles(t, content); n != 0 {
+		if n := mediaapi.CountFiles(t, content); n != 0 {
 			t.Fatalf("%d files left after deleting everything", n)
 		}
 

@@ -185,7 +185,7 @@ func TestFSBlobs(t *testing.T) {
 	}
 }
 
-func countFiles(t *testing.T, dir string) int {
+func countFiles(t testing.TB, dir string) int {
 	t.Helper()
 	n := 0
 	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {

@@ -3,7 +3,6 @@ package mediaapi_test
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"image"
 	"image/color"
 	"image/gif"
@@ -12,11 +11,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hearthmx/homeserver/homeserver/servertest"
 )
@@ -166,36 +162,4 @@ func isRed(c color.Color) bool {
 func isBlue(c color.Color) bool {
 	r, g, b, _ := c.RGBA()
 	return b > 0xc000 && r < 0x4000 && g < 0x4000
-}
-
-// countFiles counts the regular files under dir.
-func countFiles(t testing.TB, dir string) int {
-	t.Helper()
-	n := 0
-	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			n++
-		}
-		return err
-	})
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// checkFor polls fn until it returns nil or the time is up.
-func checkFor(t testing.TB, total time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -118,7 +118,7 @@ func TestThumbnails(t *testing.T) {
 		// The configured sizes are made once, right after the upload.
 		mxc = upload(t, s, alice.AccessToken, "image/jpeg", encodeJPEG(t, splitImage(1600, 1200)), "")
 		_, id, _ := strings.Cut(mediaPath(t, mxc), "/")
-		checkFor(t, 20e9, func() error {
+		servertest.Eventually(t, 20e9, func() error {
 			n, err := s.Store.Read().MediaThumbnailCount(context.Background(), "localhost", id)
 			if err != nil || n != int64(len(s.Config.Media.Thumbnails.Sizes)) {
 				return fmt.Errorf("%d thumbnails made (%v), want %d", n, err, len(s.Config.Media.Thumbnails.Sizes))

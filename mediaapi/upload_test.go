@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/hearthmx/homeserver/mediaapi"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -103,7 +104,7 @@ func TestSameContentStoredOnce(t *testing.T) {
 		if first == second {
 			t.Fatal("two uploads got the same media ID")
 		}
-		if n := countFiles(t, filepath.Join(s.Config.MediaDir(), "content")); n != 1 {
+		if n := mediaapi.CountFiles(t, filepath.Join(s.Config.MediaDir(), "content")); n != 1 {
 			t.Fatalf("%d files in the store, want 1", n)
 		}
 		// Each keeps its own type and name.
@@ -124,7 +125,7 @@ func TestUploadLimits(t *testing.T) {
 		bob := s.Register(t, "bob", "bob password")
 		nothingLeft := func(what string) {
 			t.Helper()
-			if n := countFiles(t, filepath.Join(s.Config.MediaDir(), "tmp")); n != 0 {
+			if n := mediaapi.CountFiles(t, filepath.Join(s.Config.MediaDir(), "tmp")); n != 0 {
 				t.Fatalf("%s: %d spool files left", what, n)
 			}
 		}
@@ -144,7 +145,7 @@ func TestUploadLimits(t *testing.T) {
 			t.Fatalf("chunked oversize upload: %d", res.StatusCode)
 		}
 		nothingLeft("oversize")
-		if n := countFiles(t, filepath.Join(s.Config.MediaDir(), "content")); n != 0 {
+		if n := mediaapi.CountFiles(t, filepath.Join(s.Config.MediaDir(), "content")); n != 0 {
 			t.Fatalf("%d blobs stored after refused uploads", n)
 		}
 		if used, _ := s.Store.Read().MediaBytesOf(context.Background(), alice.UserID); used != 0 {
@@ -157,7 +158,7 @@ func TestUploadLimits(t *testing.T) {
 		wantError(t, "over quota", request(t, s, "POST", "/_matrix/media/v3/upload", alice.AccessToken, []byte{3}),
 			http.StatusForbidden, "M_FORBIDDEN")
 		nothingLeft("over quota")
-		if n := countFiles(t, filepath.Join(s.Config.MediaDir(), "content")); n != 2 {
+		if n := mediaapi.CountFiles(t, filepath.Join(s.Config.MediaDir(), "content")); n != 2 {
 			t.Fatalf("%d blobs stored, want 2 (the refused one removed)", n)
 		}
 		upload(t, s, bob.AccessToken, "application/octet-stream", []byte{3}, "")

@@ -441,7 +441,7 @@ func TestPresenceTimeouts(t *testing.T) {
 			defer close(done)
 			ephDo(t, s, alice, "since", res.NextBatch, "timeout", "2500", "filter", `{"presence":{"not_types":["*"]},"room":{"rooms":[]}}`)
 		}()
-		checkFor(t, 2*time.Second, func() error {
+		servertest.Eventually(t, 2*time.Second, func() error {
 			if st := state(); st != "online" {
 				return fmt.Errorf("alice is %q while syncing", st)
 			}

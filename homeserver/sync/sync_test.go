@@ -120,22 +120,6 @@ func membership(t testing.TB, s *servertest.Server, u servertest.User, roomID, a
 	must(t, action, s.Do(t, "POST", roomPath(roomID, "/"+action), u.AccessToken, body))
 }
 
-// checkFor polls fn until it returns nil or the time is up.
-func checkFor(t testing.TB, total time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func bodies(evs []event) []string {
 	var out []string
 	for _, e := range evs {
@@ -372,7 +356,7 @@ func TestLongPoll(t *testing.T) {
 		done := make(chan syncResp, 1)
 		start = time.Now()
 		go func() { done <- doSync(t, s, alice, "since", since, "timeout", "10000") }()
-		checkFor(t, 5*time.Second, func() error {
+		servertest.Eventually(t, 5*time.Second, func() error {
 			if n := s.Sync.Waiting(); n != 1 {
 				return fmt.Errorf("%d long polls parked", n)
 			}
@@ -395,7 +379,7 @@ func TestLongPoll(t *testing.T) {
 		// Account data wakes too.
 		since = doSync(t, s, alice).NextBatch
 		go func() { done <- doSync(t, s, alice, "since", since, "timeout", "10000") }()
-		checkFor(t, 5*time.Second, func() error {
+		servertest.Eventually(t, 5*time.Second, func() error {
 			if n := s.Sync.Waiting(); n != 1 {
 				return fmt.Errorf("%d long polls parked", n)
 			}
@@ -415,7 +399,7 @@ func TestLongPoll(t *testing.T) {
 		// An invite wakes the invitee, who is in no room with anyone yet.
 		since = doSync(t, s, carol).NextBatch
 		go func() { done <- doSync(t, s, carol, "since", since, "timeout", "10000") }()
-		checkFor(t, 5*time.Second, func() error {
+		servertest.Eventually(t, 5*time.Second, func() error {
 			if n := s.Sync.Waiting(); n != 1 {
 				return fmt.Errorf("%d long polls parked", n)
 			}
@@ -448,7 +432,7 @@ func TestLongPollClientGone(t *testing.T) {
 			}
 			errc <- err
 		}()
-		checkFor(t, 5*time.Second, func() error {
+		servertest.Eventually(t, 5*time.Second, func() error {
 			if n := s.Sync.Waiting(); n != 1 {
 				return fmt.Errorf("%d long polls parked", n)
 			}
@@ -458,7 +442,7 @@ func TestLongPollClientGone(t *testing.T) {
 		if err := <-errc; err == nil {
 			t.Errorf("request finished without error")
 		}
-		checkFor(t, 5*time.Second, func() error {
+		servertest.Eventually(t, 5*time.Second, func() error {
 			if n := s.Sync.Waiting(); n != 0 {
 				return fmt.Errorf("%d long polls still parked after the client left", n)
 			}

@@ -721,3 +721,17 @@ export class PersistedSyncStore extends sdk.MemoryStore {
         return Promise.resolve(this.accumulator.getNextBatchToken() ?? null);
     }
 }
+
+/**
+ * Starts a client of `user` over the persisted sync store `saved` (what IndexedDB keeps across
+ * restarts), syncing with a timeline limit, and collects the live events of `roomId`. `options`
+ * go to syncClient. Returns { client, live }.
+ */
+export async function startPersisted(user, saved, roomId, timelineLimit, options = {}) {
+    const client = syncClient(user, { ...options, store: new PersistedSyncStore(saved) });
+    const live = collectLive(client, roomId);
+    const filter = new sdk.Filter(user.userId);
+    filter.setTimelineLimit(timelineLimit);
+    await startSyncing(client, { filter });
+    return { client, live };
+}

@@ -24,7 +24,7 @@ import assert from "node:assert/strict";
 
 import {
     Method,
-    PersistedSyncStore,
+    startPersisted,
     TEST_TIMEOUT_MS,
     assertSameSequence,
     collectLive,
@@ -391,16 +391,9 @@ test("offline device: bob's device resumes from its token and gets the 30 missed
     await inviteAndJoin(roomId, alice, bob);
 
     // A timeline limit with room for all 30: the resumed /sync must not be limited.
-    const syncFilter = () => {
-        const f = new sdk.Filter(bob.userId);
-        f.setTimelineLimit(50);
-        return f;
-    };
     // What a persistent store (IndexedDB) keeps across restarts: accumulated sync data and token.
     const saved = new sdk.SyncAccumulator();
-    const first = syncClient(bob, { store: new PersistedSyncStore(saved) });
-    const live1 = collectLive(first, roomId);
-    await startSyncing(first, { filter: syncFilter() });
+    const { client: first, live: live1 } = await startPersisted(bob, saved, roomId, 50);
     const before = await sendText(alice, roomId, "before going offline");
     await until(() => live1.some((e) => e.id === before), { what: "the message before going offline" });
     await until(() => saved.getNextBatchToken() === first.store.getSyncToken(), { what: "the store to catch up" });
@@ -411,9 +404,7 @@ test("offline device: bob's device resumes from its token and gets the 30 missed
 
     const sent = await sendMany(alice, roomId, 30, `offline ${tag()}`);
 
-    const second = syncClient(bob, { store: new PersistedSyncStore(saved) });
-    const live2 = collectLive(second, roomId);
-    await startSyncing(second, { filter: syncFilter() });
+    const { client: second, live: live2 } = await startPersisted(bob, saved, roomId, 50);
     await until(() => live2.some((e) => e.id === sent.at(-1).id), {
         what: () => `the last of the 30 at the resumed client (has ${live2.length})`,
     });

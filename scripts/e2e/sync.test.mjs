@@ -27,7 +27,7 @@ import {
     LIVE_DEADLINE_MS,
     MatrixError,
     Method,
-    PersistedSyncStore,
+    startPersisted,
     TEST_TIMEOUT_MS,
     assertSameSequence,
     collectLive,
@@ -636,15 +636,8 @@ test("restart: a new client over the saved sync store resumes from its token and
 
     // The filter the SDK stores and uses for every /sync after the initial one: at most 10
     // timeline events per room, so the 37 events below make the resumed sync limited.
-    const syncFilter = () => {
-        const f = new sdk.Filter(bob.userId);
-        f.setTimelineLimit(10);
-        return f;
-    };
     const saved = new sdk.SyncAccumulator();
-    const first = syncClient(bob, { store: new PersistedSyncStore(saved) });
-    const live1 = collectLive(first, roomId);
-    await startSyncing(first, { filter: syncFilter() });
+    const { client: first, live: live1 } = await startPersisted(bob, saved, roomId, 10, { recordMessages: true, stubPushRules });
     const before = await sendMany(alice, roomId, 5, "before the stop");
     await until(() => live1.some((e) => e.id === before.at(-1).id), { what: "the messages before the stop" });
     // The store saves a response after the SDK has processed it.
@@ -660,10 +653,8 @@ test("restart: a new client over the saved sync store resumes from its token and
     const last = await sendText(alice, roomId, "last while stopped");
     const missed = [...during, { id: last, body: "last while stopped" }];
 
-    const second = syncClient(bob, { store: new PersistedSyncStore(saved) });
-    const live2 = collectLive(second, roomId);
     // PREPARED comes from the saved sync already; the first /sync answer follows.
-    await startSyncing(second, { filter: syncFilter() });
+    const { client: second, live: live2 } = await startPersisted(bob, saved, roomId, 10, { recordMessages: true, stubPushRules });
     await until(() => second.rawLog.some((r) => r.kind === "sync"), { what: "the resumed client's first /sync" });
     const syncs = second.rawLog.filter((r) => r.kind === "sync");
     assert.equal(syncs[0].query.since, token, "the resumed client's first /sync must use the saved token");
