@@ -46,7 +46,8 @@ func (sqliteDialect) open(o Options) (*sql.DB, *sql.DB, error) {
 		return nil, nil, errors.New("storage: sqlite path is empty")
 	}
 	base := "file:" + (&url.URL{Path: o.SQLitePath}).EscapedPath() +
-		"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)" +
+		// busy_timeout first: switching a new database to WAL needs a lock another node may hold.
+		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)" +
 		// 64 MiB page cache per connection: a batch of events must not spill to the WAL mid-transaction.
 		"&_pragma=cache_size(-65536)" +
 		// Savepoints (one per job of a batch) keep their sub-journal in memory, not in a temp file.

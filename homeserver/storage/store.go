@@ -11,6 +11,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -128,7 +129,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.writeStmts = &stmtCache{db: write, m: map[string]*sql.Stmt{}}
 		s.readStmts = &stmtCache{db: read, m: map[string]*sql.Stmt{}}
 	}
-	if err := s.write.PingContext(ctx); err != nil {
+	if err := s.connect(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("storage: connect to %s: %w", o.Backend, err)
 	}
@@ -141,6 +142,24 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		go s.checkpointLoop()
 	}
 	return s, nil
+}
+
+// connect opens the first write connection. A new SQLite database is switched to WAL as the
+// connection opens, which SQLite refuses with SQLITE_BUSY, without waiting, while another process
+// or node does the same; connect tries again for up to 10 seconds then.
+func (s *Store) connect(ctx context.Context) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := s.write.PingContext(ctx)
+		if err == nil || s.dialect.name() != "sqlite" || !strings.Contains(err.Error(), "SQLITE_BUSY") || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // checkpointLoop copies the SQLite WAL into the database file every second, off the writer's path
