@@ -72,6 +72,8 @@ type API struct {
 	versions sync.Map
 	// inflight holds the /send transactions being processed, by origin and txn ID.
 	inflight inflight
+	// edus holds the handlers of incoming EDUs by edu_type (edu.go).
+	edus map[string]EDUHandler
 }
 
 // New builds the federation API, its key ring and its client.
@@ -125,6 +127,7 @@ func New(o Options) (*API, error) {
 	ring := serverkey.NewRing(serverkey.Options{Own: own, Store: o.Store, Client: client, Notaries: notaries, Log: o.Log})
 	a := &API{serverName: o.ServerName, version: o.Version, accounts: o.Accounts, own: own, keys: ring,
 		client: client, maxBody: o.MaxBodyBytes, log: o.Log, key: o.Key, store: o.Store, rooms: o.Rooms}
+	a.registerEDUHandlers()
 	if o.Rooms != nil {
 		a.sender, err = NewSender(SenderOptions{ServerName: o.ServerName, Store: o.Store, Rooms: o.Rooms, Client: client, Bus: o.Bus,
 			RetryInitial: cfg.RetryInitial.D(), RetryMax: cfg.RetryMax.D(), Log: o.Log})

@@ -27,8 +27,7 @@ type pduResult struct {
 // the transaction, and a repeat (a retry after a lost response, or one arriving while the first
 // is still being processed) gets the same response without being processed again. An event that
 // is dropped or rejected is reported in its entry of "pdus"; the request itself succeeds.
-// EDUs are accepted and not acted on yet (typing, receipts, presence, device lists and to-device
-// messages over federation come later).
+// EDUs are dispatched to their handlers after the PDUs (edu.go).
 func (a *API) sendTransaction(r *http.Request) (any, error) {
 	ctx := r.Context()
 	origin, txnID := Origin(ctx), chi.URLParam(r, "txnId")
@@ -67,6 +66,7 @@ func (a *API) sendTransaction(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.receiveEDUs(ctx, origin, txn.EDUs)
 	resp, err := json.Marshal(map[string]any{"pdus": results})
 	if err != nil {
 		return nil, err

@@ -2,13 +2,17 @@ package federation
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,7 +31,8 @@ import (
 //	      │ after commit: hs.federation.outbox ["hs2", ...]
 //	      ▼
 //	Sender: one goroutine per destination with queued rows
-//	   loop: read up to 50 rows in stream order ── PUT /send/{txnId} ──▶ destination
+//	   loop: read up to 50 events in stream order and up to 100 EDUs (edu.go)
+//	         ── PUT /send/{txnId} ──▶ destination
 //	         2xx: delete those rows, go on at once (catch-up after downtime drains in batches)
 //	         failure: wait retry_initial, doubling up to retry_max; a request from the
 //	                  destination (it is back) ends the wait at once
@@ -39,12 +44,17 @@ import (
 // two. The rows survive restarts (the queue resumes from the table at start) and all nodes
 // share them. The bus only carries wake-ups.
 //
-// A transaction's ID is "<first>-<last>" stream position of its events: a retry of the same
-// events reuses the ID, so a destination that processed it already answers from its record.
+// A transaction's ID names what it carries: "<first>-<last>" stream position of its events, then
+// ".<first>-<last>" IDs of its durable EDUs, then ".<start>-<n>" when it carries ephemeral EDUs
+// (this process's start time and a counter, so that such IDs never repeat). A retry of the same
+// rows thus reuses the ID, and a destination that processed it already answers from its record.
 // Events of this server are signed when they leave (they are stored unsigned, see
 // room.Service.SignPDU). Backoff state lives in memory: after a restart every destination is
-// tried at once. With several nodes each would send the same rows (harmless: destinations
-// drop repeated events, but wasteful); a per-destination lease is future work.
+// tried at once.
+//
+// Several nodes on one database: a destination's queued rows are sent by the node holding its
+// lease (federation_leases, leaseTTL, renewed while it sends); the others send only the ephemeral
+// EDUs they hold in memory, and take the lease over when it expires (its holder stopped).
 
 // Limits of one transaction (spec).
 const (
@@ -74,7 +84,19 @@ type Sender struct {
 
 	mu    sync.Mutex
 	dests map[string]*destQueue
+	// start and txns make the IDs of transactions with ephemeral EDUs unique.
+	start int64
+	txns  atomic.Int64
+	// node names this process in federation_leases.
+	node string
 }
+
+// Leases of destinations' queues: a node holds one for leaseTTL and renews it when half is
+// left; a node that failed to take one tries again leaseRetry later at the earliest.
+const (
+	leaseTTL   = 30 * time.Second
+	leaseRetry = 2 * time.Second
+)
 
 // destQueue is one destination's goroutine and its wake-ups.
 type destQueue struct {
@@ -83,6 +105,19 @@ type destQueue struct {
 	back chan struct{} // the destination contacted us: retry now
 	// failing is set while the destination is in backoff (read under Sender.mu).
 	failing bool
+	// eph holds the ephemeral EDUs waiting for the destination (under Sender.mu; edu.go).
+	eph []pendingEDU
+	// leaseUntil is when this node's lease of the destination ends (zero: not held); tried is
+	// when taking it last failed (only the destination's goroutine uses them).
+	leaseUntil, tried time.Time
+}
+
+// poke wakes the destination's goroutine without blocking.
+func (q *destQueue) poke() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
 }
 
 // idleExit is how long a destination's goroutine waits for new rows before it ends.
@@ -101,7 +136,9 @@ func NewSender(o SenderOptions) (*Sender, error) {
 		o.RetryMax = o.RetryInitial
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Sender{o: o, ctx: ctx, end: cancel, dests: map[string]*destQueue{}}
+	node := make([]byte, 8)
+	_, _ = rand.Read(node)
+	s := &Sender{o: o, ctx: ctx, end: cancel, dests: map[string]*destQueue{}, start: time.Now().UnixMilli(), node: hex.EncodeToString(node)}
 	if o.Bus != nil {
 		sub, err := o.Bus.Subscribe(bus.SubjectFederationOutbox, func(data []byte) {
 			var dests []string
@@ -174,18 +211,20 @@ func (s *Sender) Kick(dests ...string) {
 		if d == s.o.ServerName {
 			continue
 		}
-		q := s.dests[d]
-		if q == nil {
-			q = &destQueue{name: d, kick: make(chan struct{}, 1), back: make(chan struct{}, 1)}
-			s.dests[d] = q
-			s.wg.Add(1)
-			go s.run(q)
-		}
-		select {
-		case q.kick <- struct{}{}:
-		default:
-		}
+		s.queueLocked(d).poke()
 	}
+}
+
+// queueLocked returns a destination's queue, starting its goroutine if needed (under s.mu).
+func (s *Sender) queueLocked(d string) *destQueue {
+	q := s.dests[d]
+	if q == nil {
+		q = &destQueue{name: d, kick: make(chan struct{}, 1), back: make(chan struct{}, 1)}
+		s.dests[d] = q
+		s.wg.Add(1)
+		go s.run(q)
+	}
+	return q
 }
 
 // Alive tells the queue that a server contacted us: if it is in backoff, it is retried now.
@@ -200,7 +239,7 @@ func (s *Sender) Alive(server string) {
 	}
 }
 
-// Pending is the number of events queued for a destination (tests, metrics).
+// Pending is the number of events queued for a destination (tests, metrics); EDUs are not counted.
 func (s *Sender) Pending(ctx context.Context, destination string) (int, error) {
 	return s.o.Store.Read().OutboxLen(ctx, destination)
 }
@@ -212,10 +251,16 @@ func (s *Sender) run(q *destQueue) {
 	var backoff time.Duration
 	idle := time.NewTimer(idleExit)
 	defer idle.Stop()
+	defer s.releaseLease(q)
 	for {
-		rows, err := s.o.Store.Read().OutboxPDUs(s.ctx, q.name, maxPDUsPerTxn)
-		if err == nil && len(rows) == 0 {
-			idle.Reset(idleExit)
+		held := s.holdLease(q)
+		b, err := s.next(q, held)
+		if err == nil && b.empty() {
+			wait := idleExit
+			if !held {
+				wait = leaseTTL / 2 // another node sends the queued rows: take over if it stops
+			}
+			idle.Reset(wait)
 			select {
 			case <-s.ctx.Done():
 				return
@@ -224,8 +269,11 @@ func (s *Sender) run(q *destQueue) {
 			case <-q.back:
 				continue
 			case <-idle.C:
+				if !held && s.queued(q.name) {
+					continue
+				}
 				s.mu.Lock()
-				if len(q.kick) == 0 {
+				if len(q.kick) == 0 && len(q.eph) == 0 {
 					delete(s.dests, q.name)
 					s.mu.Unlock()
 					return
@@ -235,18 +283,26 @@ func (s *Sender) run(q *destQueue) {
 			}
 		}
 		if err == nil {
-			err = s.send(q.name, rows)
+			err = s.send(q.name, b)
 			if refused(err) {
 				// The same transaction would get the same answer: give its events up rather than
 				// hold everything queued behind them.
-				log.Warn("federation: destination refused a transaction, its events are dropped for it",
-					"events", len(rows), "queued_from", firstPos(rows), "err", err)
+				log.Warn("federation: destination refused a transaction, its events and EDUs are dropped for it",
+					"events", len(b.pdus), "edus", len(b.edus)+len(b.eph), "queued_from", firstPos(b.pdus), "err", err)
 				err = nil
 			}
 		}
 		if err == nil {
 			err = s.o.Store.Write(s.ctx, func(c storage.Conn) error {
-				return c.DeleteOutbox(s.ctx, q.name, rows[len(rows)-1].StreamPos)
+				if len(b.pdus) > 0 {
+					if err := c.DeleteOutbox(s.ctx, q.name, b.pdus[len(b.pdus)-1].StreamPos); err != nil {
+						return err
+					}
+				}
+				if len(b.edus) > 0 {
+					return c.DeleteOutboxEDUs(s.ctx, q.name, b.edus[len(b.edus)-1].ID)
+				}
+				return nil
 			})
 		}
 		if s.ctx.Err() != nil {
@@ -260,8 +316,13 @@ func (s *Sender) run(q *destQueue) {
 			s.setFailing(q, false)
 			continue
 		}
+		var from int64
+		if b != nil {
+			s.putBackEphemeral(q, b.eph)
+			from = firstPos(b.pdus)
+		}
 		backoff = min(max(2*backoff, s.o.RetryInitial), s.o.RetryMax)
-		log.Warn("federation: transaction failed, will retry", "retry_in", backoff, "queued_from", firstPos(rows), "err", err)
+		log.Warn("federation: transaction failed, will retry", "retry_in", backoff, "queued_from", from, "err", err)
 		s.setFailing(q, true)
 		wait := time.NewTimer(backoff)
 		select {
@@ -274,6 +335,53 @@ func (s *Sender) run(q *destQueue) {
 			backoff = 0
 		}
 	}
+}
+
+// holdLease takes or renews this node's lease of the destination's queue when less than half of
+// it is left, and reports whether this node holds it.
+func (s *Sender) holdLease(q *destQueue) bool {
+	now := time.Now()
+	if q.leaseUntil.Sub(now) > leaseTTL/2 {
+		return true
+	}
+	if q.leaseUntil.IsZero() && now.Sub(q.tried) < leaseRetry {
+		return false
+	}
+	var held bool
+	err := s.o.Store.Write(s.ctx, func(c storage.Conn) (err error) {
+		held, err = c.AcquireLease(s.ctx, q.name, s.node, now.UnixMilli(), now.Add(leaseTTL).UnixMilli())
+		return err
+	})
+	if err != nil && s.ctx.Err() == nil {
+		s.o.Log.Warn("federation: lease of a destination's queue", "destination", q.name, "err", err)
+	}
+	if held {
+		q.leaseUntil = now.Add(leaseTTL)
+	} else {
+		q.leaseUntil, q.tried = time.Time{}, now
+	}
+	return held
+}
+
+// releaseLease gives the destination's lease up when the goroutine ends, so that another node
+// need not wait for it to expire.
+func (s *Sender) releaseLease(q *destQueue) {
+	if q.leaseUntil.IsZero() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.o.Store.Write(ctx, func(c storage.Conn) error { return c.ReleaseLease(ctx, q.name, s.node) })
+	q.leaseUntil = time.Time{}
+}
+
+// queued reports whether rows are queued for a destination.
+func (s *Sender) queued(dest string) bool {
+	n, err := s.o.Store.Read().OutboxLen(s.ctx, dest)
+	if err == nil && n == 0 {
+		n, err = s.o.Store.Read().OutboxEDULen(s.ctx, dest)
+	}
+	return err != nil || n > 0
 }
 
 // refused reports a definite refusal of a transaction (a 4xx other than 401, which a key fetch
@@ -311,9 +419,56 @@ type transaction struct {
 	EDUs           []json.RawMessage `json:"edus,omitempty"`
 }
 
-// send sends one transaction of queued events.
-func (s *Sender) send(dest string, rows []storage.OutboxPDU) error {
+// batch is what one transaction carries.
+type batch struct {
+	pdus []storage.OutboxPDU
+	edus []storage.OutboxEDU
+	eph  []pendingEDU
+	// id is the transaction ID (see the top of this file).
+	id string
+}
+
+func (b *batch) empty() bool { return len(b.pdus) == 0 && len(b.edus) == 0 && len(b.eph) == 0 }
+
+// next reads a destination's next transaction: queued events, then durable EDUs (only when this
+// node holds the destination's lease), then ephemeral ones, within the spec's limits.
+func (s *Sender) next(q *destQueue, durable bool) (*batch, error) {
+	b := &batch{}
+	if durable {
+		var err error
+		if b.pdus, err = s.o.Store.Read().OutboxPDUs(s.ctx, q.name, maxPDUsPerTxn); err != nil {
+			return nil, err
+		}
+		if b.edus, err = s.o.Store.Read().OutboxEDUs(s.ctx, q.name, maxEDUsPerTxn); err != nil {
+			return nil, err
+		}
+	}
+	pdus, edus := b.pdus, b.edus
+	b.eph = s.takeEphemeral(q, maxEDUsPerTxn-len(edus))
+	var id strings.Builder
+	if len(pdus) > 0 {
+		fmt.Fprintf(&id, "%d-%d", pdus[0].StreamPos, pdus[len(pdus)-1].StreamPos)
+	}
+	if len(edus) > 0 {
+		fmt.Fprintf(&id, ".%d-%d", edus[0].ID, edus[len(edus)-1].ID)
+	}
+	if len(b.eph) > 0 {
+		fmt.Fprintf(&id, ".%d-%d", s.start, s.txns.Add(1))
+	}
+	b.id = id.String()
+	return b, nil
+}
+
+// send sends one transaction.
+func (s *Sender) send(dest string, b *batch) error {
+	rows := b.pdus
 	txn := transaction{Origin: s.o.ServerName, OriginServerTS: time.Now().UnixMilli(), PDUs: make([]json.RawMessage, 0, len(rows))}
+	for _, e := range b.edus {
+		txn.EDUs = append(txn.EDUs, eduRaw(e.Type, e.Content))
+	}
+	for _, e := range b.eph {
+		txn.EDUs = append(txn.EDUs, eduRaw(e.typ, e.content))
+	}
 	for _, r := range rows {
 		raw, err := s.signed(r)
 		if err != nil {
@@ -323,7 +478,7 @@ func (s *Sender) send(dest string, rows []storage.OutboxPDU) error {
 		}
 		txn.PDUs = append(txn.PDUs, raw)
 	}
-	txnID := fmt.Sprintf("%d-%d", rows[0].StreamPos, rows[len(rows)-1].StreamPos)
+	txnID := b.id
 	var resp struct {
 		PDUs map[string]struct {
 			Error string `json:"error"`
@@ -364,4 +519,10 @@ func serverName(userID string) string {
 		}
 	}
 	return ""
+}
+
+// eduRaw is an EDU's transaction JSON.
+func eduRaw(typ string, content json.RawMessage) json.RawMessage {
+	raw, _ := json.Marshal(eduJSON{Type: typ, Content: content})
+	return raw
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/hearthmx/homeserver/federation/fedclient"
 )
@@ -26,5 +27,28 @@ func TestRefused(t *testing.T) {
 		if got := refused(c.err); got != c.want {
 			t.Errorf("refused(%v) = %v, want %v", c.err, got, c.want)
 		}
+	}
+}
+
+// Ephemeral EDUs older than ephemeralTTL are dropped instead of sent; the rest keep their order.
+func TestTakeEphemeralDropsExpired(t *testing.T) {
+	s := &Sender{dests: map[string]*destQueue{}}
+	now := time.Now()
+	q := &destQueue{eph: []pendingEDU{
+		{typ: "m.typing", key: "a", queued: now.Add(-2 * ephemeralTTL)},
+		{typ: "m.typing", key: "b", queued: now.Add(-time.Second)},
+		{typ: "m.presence", key: "c", queued: now},
+	}}
+	got := s.takeEphemeral(q, 1)
+	if len(got) != 1 || got[0].key != "b" {
+		t.Fatalf("took %+v, want only b", got)
+	}
+	if len(q.eph) != 1 || q.eph[0].key != "c" {
+		t.Fatalf("left %+v, want c", q.eph)
+	}
+	// A failed transaction's EDUs go back in front, unless a newer one with the same key replaced it.
+	s.putBackEphemeral(q, []pendingEDU{got[0], {typ: "m.presence", key: "c", queued: now.Add(-time.Second)}})
+	if len(q.eph) != 2 || q.eph[0].key != "b" || q.eph[1].key != "c" || !q.eph[1].queued.Equal(now) {
+		t.Fatalf("after put back: %+v", q.eph)
 	}
 }

@@ -61,9 +61,65 @@ func (c Conn) DeleteOutbox(ctx context.Context, destination string, upTo int64) 
 	return err
 }
 
-// OutboxDestinations lists the destinations with queued events.
+// OutboxDestinations lists the destinations with queued events or EDUs.
 func (c Conn) OutboxDestinations(ctx context.Context) ([]string, error) {
-	return collect(ctx, c, `SELECT DISTINCT destination FROM federation_outbox ORDER BY destination`, nil, scanString)
+	return collect(ctx, c, `SELECT destination FROM federation_outbox UNION SELECT destination FROM federation_edu_outbox
+		ORDER BY destination`, nil, scanString)
+}
+
+// StreamFederationEDU numbers queued EDUs (OutboxEDU.ID).
+const StreamFederationEDU = "federation_edu"
+
+// OutboxEDU is an EDU queued for a destination (0012_federation_edus.sql).
+type OutboxEDU struct {
+	Destination string
+	ID          int64
+	Type        string
+	Content     []byte
+	QueuedTS    int64
+}
+
+// InsertOutboxEDUs queues EDUs, with one statement per maxRowsPerInsert rows.
+func (c Conn) InsertOutboxEDUs(ctx context.Context, rows []OutboxEDU) error {
+	for len(rows) > 0 {
+		n := min(len(rows), maxRowsPerInsert)
+		args := make([]any, 0, 5*n)
+		for _, r := range rows[:n] {
+			args = append(args, r.Destination, r.ID, r.Type, string(r.Content), r.QueuedTS)
+		}
+		if _, err := c.exec(ctx, `INSERT INTO federation_edu_outbox (destination, id, edu_type, content, queued_ts) VALUES `+
+			rowPlaceholders(n, 5)+` ON CONFLICT DO NOTHING`, args...); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
+}
+
+// OutboxEDUs returns the first limit EDUs queued for a destination, in the order they were queued.
+func (c Conn) OutboxEDUs(ctx context.Context, destination string, limit int) ([]OutboxEDU, error) {
+	return collect(ctx, c, `SELECT destination, id, edu_type, content, queued_ts FROM federation_edu_outbox
+		WHERE destination = $1 ORDER BY id LIMIT $2`, []any{destination, limit},
+		func(r *sql.Rows) (OutboxEDU, error) {
+			var e OutboxEDU
+			var content string
+			err := r.Scan(&e.Destination, &e.ID, &e.Type, &content, &e.QueuedTS)
+			e.Content = []byte(content)
+			return e, err
+		})
+}
+
+// DeleteOutboxEDUs removes a destination's queued EDUs up to ID upTo.
+func (c Conn) DeleteOutboxEDUs(ctx context.Context, destination string, upTo int64) error {
+	_, err := c.exec(ctx, `DELETE FROM federation_edu_outbox WHERE destination = $1 AND id <= $2`, destination, upTo)
+	return err
+}
+
+// OutboxEDULen counts the EDUs queued for a destination.
+func (c Conn) OutboxEDULen(ctx context.Context, destination string) (int, error) {
+	var n int
+	err := c.scanOne(ctx, `SELECT COUNT(*) FROM federation_edu_outbox WHERE destination = $1`, []any{destination}, &n)
+	return n, err
 }
 
 // OutboxLen counts the events queued for a destination.
@@ -148,5 +204,25 @@ func (c Conn) UpgradeOutlier(ctx context.Context, e Event) error {
 // over federation replaces what an invite had shown of it).
 func (c Conn) ClearCurrentState(ctx context.Context, roomID string) error {
 	_, err := c.exec(ctx, `DELETE FROM current_state WHERE room_id = $1`, roomID)
+	return err
+}
+
+// AcquireLease takes or renews node's lease of a destination's queue until expires, unless
+// another node holds one that has not expired at now. It reports whether node holds the lease.
+func (c Conn) AcquireLease(ctx context.Context, destination, node string, now, expires int64) (bool, error) {
+	var holder string
+	err := c.scanOne(ctx, `INSERT INTO federation_leases (destination, node, expires_ts) VALUES ($1, $2, $3)
+		ON CONFLICT (destination) DO UPDATE SET node = excluded.node, expires_ts = excluded.expires_ts
+		WHERE federation_leases.node = excluded.node OR federation_leases.expires_ts < $4
+		RETURNING node`, []any{destination, node, expires, now}, &holder)
+	if err == ErrNotFound {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// ReleaseLease gives up node's lease of a destination's queue.
+func (c Conn) ReleaseLease(ctx context.Context, destination, node string) error {
+	_, err := c.exec(ctx, `DELETE FROM federation_leases WHERE destination = $1 AND node = $2`, destination, node)
 	return err
 }

@@ -72,3 +72,56 @@ func TestFederationInboundTxns(t *testing.T) {
 		}
 	})
 }
+
+func TestFederationEDUOutboxAndLeases(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		mustWrite(t, s, func(c storage.Conn) error {
+			return c.InsertOutboxEDUs(ctx, []storage.OutboxEDU{
+				{Destination: "b.org", ID: 1, Type: "m.receipt", Content: []byte(`{"a":1}`), QueuedTS: 5},
+				{Destination: "c.org", ID: 1, Type: "m.receipt", Content: []byte(`{"a":1}`), QueuedTS: 5},
+				{Destination: "b.org", ID: 2, Type: "m.direct_to_device", Content: []byte(`{"b":2}`), QueuedTS: 6},
+			})
+		})
+		edus, err := s.Read().OutboxEDUs(ctx, "b.org", 10)
+		if err != nil || len(edus) != 2 || edus[0].ID != 1 || edus[1].Type != "m.direct_to_device" || string(edus[1].Content) != `{"b":2}` {
+			t.Fatalf("OutboxEDUs = %+v, %v", edus, err)
+		}
+		if dests, err := s.Read().OutboxDestinations(ctx); err != nil || len(dests) != 2 {
+			t.Fatalf("destinations with only EDUs queued = %v, %v", dests, err)
+		}
+		mustWrite(t, s, func(c storage.Conn) error { return c.DeleteOutboxEDUs(ctx, "b.org", 1) })
+		if n, err := s.Read().OutboxEDULen(ctx, "b.org"); err != nil || n != 1 {
+			t.Fatalf("OutboxEDULen after delete = %d, %v", n, err)
+		}
+
+		lease := func(node string, now, expires int64) bool {
+			var held bool
+			mustWrite(t, s, func(c storage.Conn) (err error) {
+				held, err = c.AcquireLease(ctx, "b.org", node, now, expires)
+				return err
+			})
+			return held
+		}
+		if !lease("n1", 100, 200) {
+			t.Fatal("a free lease was not taken")
+		}
+		if lease("n2", 150, 250) {
+			t.Fatal("a lease held by another node until 200 was taken at 150")
+		}
+		if !lease("n1", 150, 300) {
+			t.Fatal("the holder could not renew its lease")
+		}
+		if !lease("n2", 301, 400) {
+			t.Fatal("an expired lease was not taken over")
+		}
+		mustWrite(t, s, func(c storage.Conn) error { return c.ReleaseLease(ctx, "b.org", "n1") }) // not n1's any more
+		if lease("n1", 302, 400) {
+			t.Fatal("releasing another node's lease freed it")
+		}
+		mustWrite(t, s, func(c storage.Conn) error { return c.ReleaseLease(ctx, "b.org", "n2") })
+		if !lease("n1", 303, 400) {
+			t.Fatal("a released lease was not free")
+		}
+	})
+}

@@ -1,0 +1,1 @@
+-- Reserved for this session's work (replace this file's content; the lead removes it if unused).
