@@ -53,6 +53,11 @@ type API struct {
 	e2ee *e2ee.Service
 	// remote joins rooms on other servers (set by SetRemoteRooms; nil: local rooms only).
 	remote RemoteRooms
+	// knocks knocks on rooms of other servers (set by SetRemoteKnocks; nil: local rooms only).
+	knocks RemoteKnocks
+	// directory reads other servers' directories, spaces, profiles and timestamps (set by
+	// SetRemoteDirectory; nil: this server's only).
+	directory RemoteDirectory
 }
 
 // StopStreams ends every open SSE and WebSocket sync stream (at server shutdown).

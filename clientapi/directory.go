@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -128,34 +129,57 @@ func (a *API) putDirectoryVisibility(r *http.Request) (any, error) {
 	return empty, nil
 }
 
-// directoryServer checks the server parameter of /publicRooms: absent or this server. Other
-// servers' directories need federation (later issue).
-func (a *API) directoryServer(r *http.Request) error {
+// directoryServer reads the server parameter of /publicRooms: "" for this server's directory,
+// else the server whose directory is asked over federation. Only logged-in users may ask for
+// other servers' directories, so that anonymous requests cannot make this server query others.
+func (a *API) directoryServer(r *http.Request) (string, error) {
 	server := r.URL.Query().Get("server")
 	if server == "" || server == a.cfg.ServerName {
-		return nil
+		return "", nil
 	}
 	if spec.ValidServerName(server) != nil {
-		return spec.ErrInvalidParam.Withf("Invalid server name %q", server)
+		return "", spec.ErrInvalidParam.Withf("Invalid server name %q", server)
 	}
-	return spec.ErrNotFound.Withf("The room directory of %s cannot be fetched from this server yet", server)
+	if a.directory == nil {
+		return "", spec.ErrNotFound.Withf("The room directory of %s cannot be fetched without federation", server)
+	}
+	if callerOf(r).UserID == "" {
+		token := accessToken(r)
+		if token == "" {
+			return "", spec.ErrMissingToken.With("Log in to read the room directories of other servers")
+		}
+		if _, err := a.accounts.Authenticate(r.Context(), token); err != nil {
+			return "", err
+		}
+	}
+	return server, nil
+}
+
+// publicRooms answers from this server's directory or, with server, from that server's.
+func (a *API) publicRooms(r *http.Request, server string, req room.PublicRoomsRequest) (any, error) {
+	if server != "" {
+		return a.directory.RemotePublicRooms(r.Context(), server, req)
+	}
+	return a.rooms.PublicRooms(r.Context(), req)
 }
 
 // publicRoomsGet is GET /_matrix/client/v3/publicRooms.
 func (a *API) publicRoomsGet(r *http.Request) (any, error) {
-	if err := a.directoryServer(r); err != nil {
+	server, err := a.directoryServer(r)
+	if err != nil {
 		return nil, err
 	}
 	limit, err := queryLimit(r, 0, room.MaxPublicRoomsLimit)
 	if err != nil {
 		return nil, err
 	}
-	return a.rooms.PublicRooms(r.Context(), room.PublicRoomsRequest{Limit: limit, Since: r.URL.Query().Get("since")})
+	return a.publicRooms(r, server, room.PublicRoomsRequest{Limit: limit, Since: r.URL.Query().Get("since")})
 }
 
 // publicRoomsPost is POST /_matrix/client/v3/publicRooms.
 func (a *API) publicRoomsPost(r *http.Request) (any, error) {
-	if err := a.directoryServer(r); err != nil {
+	server, err := a.directoryServer(r)
+	if err != nil {
 		return nil, err
 	}
 	var req struct {
@@ -181,7 +205,7 @@ func (a *API) publicRoomsPost(r *http.Request) (any, error) {
 	if req.Filter != nil {
 		q.SearchTerm, q.RoomTypes = req.Filter.GenericSearchTerm, req.Filter.RoomTypes
 	}
-	return a.rooms.PublicRooms(r.Context(), q)
+	return a.publicRooms(r, server, q)
 }
 
 // forget is POST /_matrix/client/v3/rooms/{roomId}/forget.
@@ -206,9 +230,13 @@ func (a *API) knock(r *http.Request) (any, error) {
 		return nil, err
 	}
 	roomID := target
+	var servers []string
 	switch {
 	case strings.HasPrefix(target, "#"):
 		id, _, err := a.rooms.LookupAlias(r.Context(), target)
+		if _, srv, _ := strings.Cut(target, ":"); errors.Is(err, spec.ErrNotFound) && a.remote != nil && srv != a.cfg.ServerName {
+			id, servers, err = a.remote.ResolveRemoteAlias(r.Context(), target)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -216,8 +244,7 @@ func (a *API) knock(r *http.Request) (any, error) {
 	case !strings.HasPrefix(target, "!") || len(target) > 255:
 		return nil, spec.ErrInvalidParam.Withf("%q is neither a room ID nor an alias", target)
 	}
-	c := callerOf(r)
-	if err := a.rooms.Knock(r.Context(), roomID, a.sender(r, ""), req.Reason, a.memberProfile(r, string(c.UserID))); err != nil {
+	if err := a.knockThrough(r, roomID, servers, req.Reason); err != nil {
 		return nil, err
 	}
 	return map[string]string{"room_id": roomID}, nil
@@ -261,6 +288,11 @@ func (a *API) hierarchy(r *http.Request) (any, error) {
 	}
 	q := r.URL.Query()
 	req := room.HierarchyRequest{RoomID: roomID, User: string(callerOf(r).UserID), MaxDepth: -1, From: q.Get("from")}
+	if a.directory != nil {
+		// Rooms this server does not know are asked of the servers in via (not in the spec:
+		// the room ID names no server from version 12) and the room ID's server.
+		req.Remote, req.Via = a.directory.RemoteHierarchy, joinServers(r, roomID, nil)
+	}
 	switch q.Get("suggested_only") {
 	case "", "false":
 	case "true":
@@ -306,9 +338,17 @@ func (a *API) timestampToEvent(r *http.Request) (any, error) {
 	if dir != "f" && dir != "b" {
 		return nil, spec.ErrInvalidParam.With("dir must be f or b")
 	}
-	id, originTS, err := a.rooms.TimestampToEvent(r.Context(), a.reader(r), roomID, ts, dir == "f")
+	forward := dir == "f"
+	m, err := a.rooms.ClosestEvent(r.Context(), a.reader(r), roomID, ts, forward)
+	if a.directory != nil && (m.NearGap || errors.Is(err, spec.ErrNotFound)) {
+		// Other servers may have a closer event (the spec's suggestion): theirs wins when it is.
+		if id, originTS, rerr := a.directory.RemoteTimestampToEvent(r.Context(), roomID, ts, forward); rerr == nil &&
+			(err != nil || forward && originTS < m.OriginServerTS || !forward && originTS > m.OriginServerTS) {
+			m, err = room.TimestampMatch{EventID: id, OriginServerTS: originTS}, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"event_id": id, "origin_server_ts": originTS}, nil
+	return map[string]any{"event_id": m.EventID, "origin_server_ts": m.OriginServerTS}, nil
 }

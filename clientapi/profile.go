@@ -5,6 +5,9 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/hearthmx/homeserver/homeserver/account"
+	"github.com/hearthmx/homeserver/homeserver/spec"
 )
 
 // routesProfilePublic mounts the unauthenticated profile endpoints. The spec asks no access token to
@@ -24,12 +27,29 @@ func (a *API) routesProfile(r chi.Router) {
 
 // getProfile is GET /_matrix/client/v3/profile/{userId}.
 func (a *API) getProfile(r *http.Request) (any, error) {
-	return a.accounts.Profile(r.Context(), pathParam(r, "userId"))
+	userID := pathParam(r, "userId")
+	if a.isRemoteUser(userID) {
+		return a.directory.RemoteProfile(r.Context(), userID, "")
+	}
+	return a.accounts.Profile(r.Context(), userID)
+}
+
+// isRemoteUser reports whether userID is a valid user ID of another server whose profile can be
+// asked over federation.
+func (a *API) isRemoteUser(userID string) bool {
+	u, err := spec.ParseUserID(userID)
+	return err == nil && a.directory != nil && u.ServerName() != a.cfg.ServerName
 }
 
 // getProfileField is GET /_matrix/client/v3/profile/{userId}/{keyName}.
 func (a *API) getProfileField(r *http.Request) (any, error) {
 	key := pathParam(r, "keyName")
+	if userID := pathParam(r, "userId"); a.isRemoteUser(userID) {
+		if err := account.CheckProfileKey(key); err != nil {
+			return nil, err
+		}
+		return a.directory.RemoteProfile(r.Context(), userID, key)
+	}
 	v, err := a.accounts.ProfileField(r.Context(), pathParam(r, "userId"), key)
 	if err != nil {
 		return nil, err

@@ -24,6 +24,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/hearthmx/homeserver/e2ee"
 	"github.com/hearthmx/homeserver/federation/cert"
 	"github.com/hearthmx/homeserver/federation/fedclient"
 	"github.com/hearthmx/homeserver/federation/serverkey"
@@ -32,6 +33,7 @@ import (
 	"github.com/hearthmx/homeserver/homeserver/config"
 	"github.com/hearthmx/homeserver/homeserver/netguard"
 	"github.com/hearthmx/homeserver/homeserver/room"
+	"github.com/hearthmx/homeserver/homeserver/serveracl"
 	"github.com/hearthmx/homeserver/homeserver/signing"
 	"github.com/hearthmx/homeserver/homeserver/spec"
 	"github.com/hearthmx/homeserver/homeserver/storage"
@@ -52,6 +54,10 @@ type Options struct {
 	// MaxBodyBytes bounds the bodies of incoming requests.
 	MaxBodyBytes int64
 	Log          *slog.Logger
+	// E2EE and ToDevice serve our users' keys and take other servers' device list updates and
+	// to-device messages (e2ee.go, todevice.go); nil: those endpoints answer 404.
+	E2EE     *e2ee.Service
+	ToDevice *e2ee.ToDevice
 }
 
 // API holds what the federation handlers need.
@@ -72,8 +78,16 @@ type API struct {
 	versions sync.Map
 	// inflight holds the /send transactions being processed, by origin and txn ID.
 	inflight inflight
+	// remote caches other servers' profile and hierarchy answers (directory_remote.go).
+	remote remoteCaches
+	// acls caches the rooms' compiled server ACLs (acl.go).
+	acls serveracl.Cache
 	// edus holds the handlers of incoming EDUs by edu_type (edu.go).
 	edus map[string]EDUHandler
+	// e2e holds the e2ee services and the device list announcer (e2ee.go); nil without them.
+	e2e *e2eeFed
+	// eph connects typing, receipts and presence with federation (ephemeral.go); nil without them.
+	eph *ephemeralFed
 }
 
 // New builds the federation API, its key ring and its client.
@@ -135,11 +149,17 @@ func New(o Options) (*API, error) {
 			return nil, err
 		}
 	}
+	if err := a.startE2EE(o.E2EE, o.ToDevice, o.Bus); err != nil {
+		a.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
 // Close stops the outbound queues.
 func (a *API) Close() {
+	a.stopE2EE()
+	a.stopEphemeral()
 	if a.sender != nil {
 		a.sender.Close()
 	}
@@ -156,8 +176,10 @@ func (a *API) Client() *fedclient.Client { return a.client }
 
 // Routes mounts the federation and key endpoints on r. The route table: one line per endpoint.
 // Every /_matrix/federation endpoint goes into the authenticated group unless the spec marks it
-// unauthenticated (TestEveryFederationEndpointIsAuthenticated walks this table).
-func (a *API) Routes(r chi.Router) {
+// unauthenticated (TestEveryFederationEndpointIsAuthenticated walks this table). media mounts
+// endpoints served by other components in the authenticated group (mediaapi.FederationRoutes:
+// /v1/media/download and /v1/media/thumbnail).
+func (a *API) Routes(r chi.Router, media ...func(chi.Router)) {
 	r.Get("/_matrix/key/v2/server", a.serverKeys)
 	r.Get("/_matrix/key/v2/server/{keyId}", a.serverKeys) // removed from the spec; older servers still ask
 	r.Get("/_matrix/key/v2/query/{serverName}", a.queryKeysOne)
@@ -167,30 +189,46 @@ func (a *API) Routes(r chi.Router) {
 		// Unauthenticated (spec: no signedRequest security).
 		r.Get("/v1/version", a.serverVersion)
 		r.Get("/v1/openid/userinfo", a.openIDUserInfo)
+		r.Put("/v1/3pid/onbind", a.handle(a.onBind))
 
 		// Signed with X-Matrix.
 		r.Group(func(r chi.Router) {
 			r.Use(a.authenticate)
+			r.Use(a.aclGuard) // routes naming a {roomId}: 403 for servers the room's ACL denies (acl.go)
 			r.Get("/v1/query/profile", a.queryProfile)
 			r.Get("/v1/query/directory", a.handle(a.queryDirectory))
+			r.Get("/v1/publicRooms", a.handle(a.getPublicRooms))
+			r.Post("/v1/publicRooms", a.handle(a.postPublicRooms))
+			r.Get("/v1/hierarchy/{roomId}", a.handle(a.getHierarchy))
+			r.Get("/v1/timestamp_to_event/{roomId}", a.handle(a.getTimestampToEvent))
 			r.Put("/v1/send/{txnId}", a.handle(a.sendTransaction))
 			r.Get("/v1/event/{eventId}", a.handle(a.getEvent))
 			r.Get("/v1/state_ids/{roomId}", a.handle(a.getStateIDs))
 			r.Get("/v1/state/{roomId}", a.handle(a.getState))
 			r.Get("/v1/event_auth/{roomId}/{eventId}", a.handle(a.getEventAuth))
 			r.Post("/v1/get_missing_events/{roomId}", a.handle(a.getMissingEvents))
+			r.Get("/v1/backfill/{roomId}", a.handle(a.getBackfill))
 			r.Get("/v1/make_join/{roomId}/{userId}", a.handle(a.makeJoin))
 			r.Put("/v2/send_join/{roomId}/{eventId}", a.handle(a.sendJoin))
 			r.Get("/v1/make_leave/{roomId}/{userId}", a.handle(a.makeLeave))
 			r.Put("/v2/send_leave/{roomId}/{eventId}", a.handle(a.sendLeave))
 			r.Put("/v2/invite/{roomId}/{eventId}", a.handle(a.invite))
+			for _, mount := range media {
+				mount(r) // GET /v1/media/download/{mediaId}, /v1/media/thumbnail/{mediaId}
+			}
+			r.Post("/v1/user/keys/query", a.handle(a.userKeysQuery))
+			r.Post("/v1/user/keys/claim", a.handle(a.userKeysClaim))
+			r.Get("/v1/user/devices/{userId}", a.handle(a.userDevices))
+			r.Get("/v1/make_knock/{roomId}/{userId}", a.handle(a.makeKnock))
+			r.Put("/v1/send_knock/{roomId}/{eventId}", a.handle(a.sendKnock))
+			r.Put("/v1/exchange_third_party_invite/{roomId}", a.handle(a.exchangeThirdPartyInvite))
 		})
 	})
 }
 
 // unauthenticated are the /_matrix/federation endpoints the spec serves without X-Matrix
-// signatures: the version, OpenID userinfo (it has its own token) and, once served, the identity
-// servers' PUT /3pid/onbind.
+// signatures: the version, OpenID userinfo (it has its own token) and the identity servers'
+// PUT /3pid/onbind.
 var unauthenticated = map[string]bool{
 	"GET /_matrix/federation/v1/version":         true,
 	"GET /_matrix/federation/v1/openid/userinfo": true,

@@ -51,6 +51,12 @@ type EDUHandler func(ctx context.Context, origin string, content json.RawMessage
 // registerEDUHandlers fills a.edus: one line per EDU type this server acts on.
 func (a *API) registerEDUHandlers() {
 	a.edus = map[string]EDUHandler{}
+	a.edus["m.direct_to_device"] = a.receiveDirectToDevice
+	a.edus["m.device_list_update"] = a.receiveDeviceListUpdate
+	a.edus["m.signing_key_update"] = a.receiveDeviceListUpdate
+	a.edus["m.typing"] = a.receiveTyping
+	a.edus["m.receipt"] = a.receiveReceipt
+	a.edus["m.presence"] = a.receivePresence
 }
 
 // receiveEDUs dispatches a transaction's EDUs, in order.

@@ -21,6 +21,9 @@ func (a *API) getEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.checkEventACL(r.Context(), pdu); err != nil {
+		return nil, err
+	}
 	return map[string]any{"origin": a.serverName, "origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{pdu}}, nil
 }
 

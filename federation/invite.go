@@ -102,11 +102,18 @@ func (a *API) invite(r *http.Request) (any, error) {
 // invitee's server signs the invite, then it is received into the room and sent to the room's
 // servers. It returns the invite's event ID.
 func (a *API) InviteRemote(ctx context.Context, roomID string, from room.Sender, target, reason string, isDirect bool) (string, error) {
-	dest := serverName(target)
 	v, inv, state, err := a.rooms.PrepareInvite(ctx, roomID, from, target, reason, isDirect)
 	if err != nil {
 		return "", err
 	}
+	return a.sendInvite(ctx, v, inv, state)
+}
+
+// sendInvite has the invitee's server sign inv, an invite prepared against the room's current
+// state, then receives it into the room and sends it to the room's servers (also used by
+// exchange_third_party_invite, thirdparty.go).
+func (a *API) sendInvite(ctx context.Context, v event.Version, inv *event.PDU, state []json.RawMessage) (string, error) {
+	roomID, dest := inv.RoomID, serverName(*inv.StateKey)
 	var resp struct {
 		Event json.RawMessage `json:"event"`
 	}
@@ -163,6 +170,9 @@ func (a *API) LeaveRemote(ctx context.Context, roomID, userID, reason string) (s
 		return "", spec.ErrForbidden.With("You are not invited to this room")
 	}
 	servers := []string{serverName(inv.Sender)}
+	if inv.Membership == room.MembershipKnock {
+		servers = append(servers, a.knockServers(ctx, roomID)...) // knock.go
+	}
 	if _, srv, ok := cutServer(roomID); ok {
 		servers = append(servers, srv)
 	}

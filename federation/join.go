@@ -210,7 +210,7 @@ type memberTemplate struct {
 // signed by us, checked as the spec requires.
 func (a *API) makeMembershipOn(ctx context.Context, server, endpoint, roomID, userID, membership string, extra map[string]any) (event.Version, *event.PDU, error) {
 	path := "/_matrix/federation/v1/" + endpoint + "/" + url.PathEscape(roomID) + "/" + url.PathEscape(userID)
-	if membership == room.MembershipJoin {
+	if membership == room.MembershipJoin || membership == room.MembershipKnock {
 		path += "?ver=" + strings.Join(supportedVersions(), "&ver=")
 	}
 	var resp struct {

@@ -104,7 +104,7 @@ func (a *API) receiveTransaction(ctx context.Context, origin string, raws []json
 		if err != nil {
 			return nil, err
 		}
-		outs, err := a.receivePDUs(ctx, origin, roomID, v, byRoom[roomID])
+		outs, err := a.receiveAllowedPDUs(ctx, origin, roomID, v, byRoom[roomID]) // acl.go
 		if err != nil {
 			return nil, err
 		}

@@ -168,26 +168,40 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	}
 	api.Wrap(r)
 	api.Routes(r)
-	s.Media, err = mediaapi.New(s.Store, s.Bus, mediaapi.Options{ServerName: cfg.ServerName, Config: cfg.Media, Dir: cfg.MediaDir()}, log)
+	s.Federation, err = federation.New(federation.Options{ServerName: cfg.ServerName, Version: Version, Key: key,
+		Config: cfg.Federation, Store: s.Store, Accounts: s.Accounts, Rooms: s.Rooms, Bus: s.Bus, MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Log: log,
+		E2EE: s.E2EE, ToDevice: s.ToDevice})
+	if err != nil {
+		return nil, err
+	}
+	api.SetRemoteRooms(s.Federation)
+	fedPresence := s.Presence // presence.local_only: none sent, none taken
+	if cfg.Presence.LocalOnly {
+		fedPresence = nil
+	}
+	s.Federation.SetEphemeral(s.Typing, s.Sync.Receipts(), fedPresence)
+	s.Rooms.SetBackfiller(s.Federation) // /messages fetches history from before this server joined
+	// Other servers' users: keys are asked over federation, to-device messages queued as EDUs.
+	s.E2EE.SetRemote(s.Federation.RemoteKeys())
+	s.ToDevice.SetRemote(s.Federation.RemoteToDevice())
+	api.SetRemoteKnocks(s.Federation)
+	api.SetRemoteDirectory(s.Federation)
+	// After federation: it fetches other servers' media, and serves ours to them.
+	s.Media, err = mediaapi.New(s.Store, s.Bus, mediaapi.Options{ServerName: cfg.ServerName, Config: cfg.Media, Dir: cfg.MediaDir(),
+		Remote: remoteMedia{s.Federation}}, log)
 	if err != nil {
 		return nil, err
 	}
 	s.Media.Routes(r, mediaapi.Middleware{RequireAuth: api.RequireAuth, RequireAdmin: api.RequireAdmin,
 		RateLimited: api.RateLimited, Caller: clientapi.Caller})
-	s.Federation, err = federation.New(federation.Options{ServerName: cfg.ServerName, Version: Version, Key: key,
-		Config: cfg.Federation, Store: s.Store, Accounts: s.Accounts, Rooms: s.Rooms, Bus: s.Bus, MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Log: log})
-	if err != nil {
-		return nil, err
-	}
-	api.SetRemoteRooms(s.Federation)
-	s.Federation.Routes(r)
+	s.Federation.Routes(r, s.Media.FederationRoutes)
 	if cfg.FederationListen() != "" {
 		if s.fedTLS, err = federationTLS(cfg); err != nil {
 			return nil, err
 		}
 		fr := chi.NewRouter()
 		api.Wrap(fr)
-		s.Federation.Routes(fr)
+		s.Federation.Routes(fr, s.Media.FederationRoutes)
 		s.fedHandler = fr
 	}
 	if cfg.Metrics.Enabled && cfg.Metrics.Listen == "" {

@@ -6,6 +6,7 @@
 //	thumbnail.go  GET thumbnail: sizes, caching, pre-generation; resize.go does the pixels
 //	preview.go    GET preview_url: OpenGraph through homeserver/netguard
 //	remote.go     RemoteFetcher, filled in by federation; the remote media cache
+//	federation.go GET /_matrix/federation/v1/media/download and /thumbnail: our media for servers
 //	admin.go      delete an item, purge the remote cache
 //	blobs.go      the Blobs interface and the filesystem store; s3.go the S3 store
 //

@@ -66,9 +66,10 @@ func TestUploadDownload(t *testing.T) {
 		wantError(t, "upload without token", request(t, s, "POST", "/_matrix/media/v3/upload", "", []byte("x")), http.StatusUnauthorized, "M_MISSING_TOKEN")
 		wantError(t, "download with a bad token", download(t, s, "nope", mxc), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
 
-		// Unknown media, bad IDs, remote media (no federation): 404 / 400.
+		// Unknown media, bad IDs: 404 / 400; media of a server that cannot be reached (loopback,
+		// which federation.allowed_networks does not allow here): 502.
 		wantError(t, "unknown media", download(t, s, bob.AccessToken, "mxc://localhost/nothingHere"), http.StatusNotFound, "M_NOT_FOUND")
-		wantError(t, "remote media", download(t, s, bob.AccessToken, "mxc://elsewhere.example/abc"), http.StatusNotFound, "M_NOT_FOUND")
+		wantError(t, "remote media", download(t, s, bob.AccessToken, "mxc://127.0.0.1:1/abc"), http.StatusBadGateway, "M_UNKNOWN")
 		wantError(t, "bad media ID", request(t, s, "GET", "/_matrix/client/v1/media/download/localhost/..%2Fetc", bob.AccessToken, nil),
 			http.StatusBadRequest, "M_INVALID_PARAM")
 

@@ -10,7 +10,8 @@
 #    (extra arguments go to go test, before ./...);
 # 3. if scripts/e2e/package.json exists: builds cmd/homeserver, npm ci in scripts/e2e, and runs the
 #    matrix-js-sdk tests (scripts/e2e/**/*.test.mjs, node --test) against a fresh server on SQLite,
-#    then on PostgreSQL.
+#    then on PostgreSQL; the tests of scripts/e2e/federation run against two fresh servers on
+#    127.0.0.1 and 127.0.0.2 that federate over TLS with a throwaway CA, on each backend.
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 # The PostgreSQL server, homeserver processes and temp files are always cleaned up.
 #
@@ -28,6 +29,7 @@ source "$ROOT/scripts/pg.sh"
 
 WORK=""     # temp dir: homeserver binary, e2e data dirs and logs
 HS_PID=""   # running homeserver (e2e)
+FED_PIDS=() # running homeservers of the federation e2e tests
 HS_PORT=""
 HS_LOG=""
 FAILED=()
@@ -48,6 +50,8 @@ cleanup() {
 	local rc=$?
 	set +e
 	stop_homeserver
+	local pid
+	for pid in "${FED_PIDS[@]}"; do stop_pid "$pid"; done
 	pg_stop
 	[[ -n "$WORK" ]] && rm -rf "$WORK"
 	return "$rc"
@@ -94,27 +98,31 @@ psql_cmd() {
 	fi
 }
 
-# start_homeserver BACKEND DATADIR [POSTGRES_DSN]: sets HS_PID, HS_PORT, HS_LOG.
+# start_homeserver BACKEND DATADIR [POSTGRES_DSN [IP [NAME=VALUE...]]]: starts a homeserver whose
+# client API listens on IP (default 127.0.0.1), with the NAME=VALUE pairs added to its environment;
+# sets HS_PID, HS_PORT, HS_LOG.
 start_homeserver() {
-	local backend="$1" data="$2" dsn="${3:-}" attempt i
-	HS_LOG="$WORK/homeserver-$backend.log"
+	local backend="$1" data="$2" dsn="${3:-}" ip="${4:-127.0.0.1}" attempt i kv
+	local -a extra=("${@:5}")
+	HS_LOG="$WORK/homeserver-$backend-$ip.log"
 	for ((attempt = 1; attempt <= 3; attempt++)); do
 		HS_PORT="$(pg_free_port)" || return 1
-		note "starting homeserver ($backend) on 127.0.0.1:$HS_PORT, data in $data"
+		note "starting homeserver ($backend) on $ip:$HS_PORT, data in $data"
 		# Run from the data dir, so anything the server writes relative to the working directory lands there.
 		(
 			cd "$data"
 			export HS_SERVER_NAME=localhost HS_DATA_DIR="$data" \
-				HS_LISTEN_CLIENT="127.0.0.1:$HS_PORT" HS_REGISTRATION_ENABLED=true \
+				HS_LISTEN_CLIENT="$ip:$HS_PORT" HS_REGISTRATION_ENABLED=true \
 				HS_REGISTRATION_SHARED_SECRET="$E2E_SECRET" HS_RATE_LIMITS_ENABLED=false \
 				HS_DATABASE_BACKEND="$backend" HS_PRESENCE_IDLE_TIMEOUT="$E2E_PRESENCE_IDLE_TIMEOUT" \
 				HS_PRESENCE_OFFLINE_TIMEOUT="$E2E_PRESENCE_OFFLINE_TIMEOUT"
 			if [[ -n "$dsn" ]]; then export HS_DATABASE_POSTGRES_DSN="$dsn"; fi
+			for kv in "${extra[@]}"; do export "${kv?}"; done
 			exec "$WORK/homeserver" run
 		) >"$HS_LOG" 2>&1 </dev/null &
 		HS_PID=$!
 		for ((i = 0; i < 120; i++)); do
-			if curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$HS_PORT/_matrix/client/versions" 2>/dev/null; then
+			if curl -fsS --max-time 2 -o /dev/null "http://$ip:$HS_PORT/_matrix/client/versions" 2>/dev/null; then
 				note "homeserver is up (pid $HS_PID)"
 				return 0
 			fi
@@ -143,18 +151,34 @@ start_homeserver() {
 
 stop_homeserver() {
 	[[ -n "$HS_PID" ]] || return 0
-	local i
-	kill -TERM "$HS_PID" 2>/dev/null
+	stop_pid "$HS_PID"
+	HS_PID=""
+}
+
+# stop_pid PID: SIGTERM, then SIGKILL after 20 s.
+stop_pid() {
+	local pid="$1" i
+	kill -TERM "$pid" 2>/dev/null
 	for ((i = 0; i < 200; i++)); do
-		kill -0 "$HS_PID" 2>/dev/null || break
+		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
-	if kill -0 "$HS_PID" 2>/dev/null; then
-		note "homeserver did not stop within 20s after SIGTERM; killing it"
-		kill -KILL "$HS_PID" 2>/dev/null
+	if kill -0 "$pid" 2>/dev/null; then
+		note "homeserver $pid did not stop within 20s after SIGTERM; killing it"
+		kill -KILL "$pid" 2>/dev/null
 	fi
-	wait "$HS_PID" 2>/dev/null
-	HS_PID=""
+	wait "$pid" 2>/dev/null
+}
+
+# create_e2e_db: creates a PostgreSQL database for an e2e server; prints its name.
+create_e2e_db() {
+	local db="e2e_$$_${RANDOM}"
+	psql_cmd "$HS_TEST_POSTGRES_DSN" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $db" </dev/null || return 1
+	printf '%s\n' "$db"
+}
+
+drop_e2e_db() {
+	psql_cmd "$HS_TEST_POSTGRES_DSN" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" </dev/null >/dev/null 2>&1 || true
 }
 
 # run_e2e BACKEND TESTFILES...
@@ -165,9 +189,8 @@ run_e2e() {
 	data="$WORK/e2e-$backend"
 	mkdir -p "$data"
 	if [[ "$backend" == postgres ]]; then
-		db="e2e_$$_${RANDOM}"
-		if ! psql_cmd "$HS_TEST_POSTGRES_DSN" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $db" </dev/null; then
-			fail "e2e ($backend): could not create database $db"
+		if ! db="$(create_e2e_db)"; then
+			fail "e2e ($backend): could not create a database"
 			return
 		fi
 		dsn="$(dsn_with_db "$HS_TEST_POSTGRES_DSN" "$db")"
@@ -199,10 +222,77 @@ run_e2e() {
 			tail -n 200 "$HS_LOG"
 		fi
 	fi
-	if [[ -n "$db" ]]; then
-		psql_cmd "$HS_TEST_POSTGRES_DSN" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" </dev/null >/dev/null 2>&1 || true
-	fi
+	if [[ -n "$db" ]]; then drop_e2e_db "$db"; fi
 	rm -rf "$data"
+}
+
+# run_e2e_federation BACKEND TESTFILES...: two servers on BACKEND, on 127.0.0.1 and 127.0.0.2, each
+# named after its federation listener (ip:port) with a certificate from a throwaway CA.
+run_e2e_federation() {
+	local backend="$1" ca="$WORK/federation-ca" i ip fport data db dsn rc=0 pid
+	local -a urls=() names=() dbs=() logs=() datas=()
+	shift
+	section "e2e: matrix-js-sdk against two federated homeservers on $backend"
+	if [[ ! -f "$ca/ca.crt" ]] && ! "$WORK/homeserver" generate-ca "$ca" >/dev/null; then
+		fail "e2e federation: homeserver generate-ca"
+		return
+	fi
+	FED_PIDS=()
+	for i in 1 2; do
+		ip="127.0.0.$i"
+		data="$WORK/e2e-federation-$backend-$i"
+		mkdir -p "$data"
+		datas+=("$data")
+		dsn=""
+		if [[ "$backend" == postgres ]]; then
+			if ! db="$(create_e2e_db)"; then
+				fail "e2e federation ($backend): could not create a database"
+				rc=1
+				break
+			fi
+			dbs+=("$db")
+			dsn="$(dsn_with_db "$HS_TEST_POSTGRES_DSN" "$db")"
+		fi
+		fport="$(pg_free_port)" || { rc=1 && break; }
+		if ! start_homeserver "$backend" "$data" "$dsn" "$ip" HS_SERVER_NAME="$ip:$fport" \
+			HS_LISTEN_FEDERATION="$ip:$fport" HS_FEDERATION_TLS_CA_CERT_FILE="$ca/ca.crt" \
+			HS_FEDERATION_TLS_CA_KEY_FILE="$ca/ca.key" HS_FEDERATION_TLS_EXTRA_CA_FILES="$ca/ca.crt" \
+			HS_FEDERATION_ALLOWED_NETWORKS=127.0.0.0/8; then
+			fail "e2e federation ($backend): homeserver $i did not start"
+			rc=1
+			break
+		fi
+		FED_PIDS+=("$HS_PID")
+		HS_PID=""
+		urls+=("http://$ip:$HS_PORT")
+		names+=("$ip:$fport")
+		logs+=("$HS_LOG")
+	done
+	if ((rc == 0)); then
+		(
+			cd scripts/e2e
+			export HS_E2E_BASE_URL="${urls[0]}" HS_E2E_SERVER_NAME="${names[0]}" \
+				HS_E2E_BASE_URL_2="${urls[1]}" HS_E2E_SERVER_NAME_2="${names[1]}" \
+				HS_E2E_SHARED_SECRET="$E2E_SECRET"
+			timeout --foreground -k 15s "${HS_E2E_TIMEOUT:-8m}" \
+				node --test --test-force-exit --test-concurrency=1 \
+				--test-reporter=spec --test-reporter-destination=stdout "$@" </dev/null
+		) || rc=$?
+		for pid in "${FED_PIDS[@]}"; do
+			kill -0 "$pid" 2>/dev/null || { note "homeserver $pid died during the tests" && rc=1; }
+		done
+		if ((rc != 0)); then fail "e2e federation ($backend)"; fi
+	fi
+	for pid in "${FED_PIDS[@]}"; do stop_pid "$pid"; done
+	FED_PIDS=()
+	if ((rc != 0)); then
+		for i in "${!logs[@]}"; do
+			note "last 100 lines of the log of homeserver $((i + 1)) ($backend):"
+			tail -n 100 "${logs[$i]}"
+		done
+	fi
+	for db in "${dbs[@]}"; do drop_e2e_db "$db"; done
+	rm -rf "${datas[@]}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +367,8 @@ elif [[ -f scripts/e2e/package.json ]]; then
 		fi
 	fi
 	if ((e2e_ready)); then
-		mapfile -t e2e_files < <(cd scripts/e2e && find . -name node_modules -prune -o -name '*.test.mjs' -type f -print | sort)
+		mapfile -t e2e_files < <(cd scripts/e2e && find . -name node_modules -prune -o -path ./federation -prune -o -name '*.test.mjs' -type f -print | sort)
+		mapfile -t fed_files < <(cd scripts/e2e && find ./federation -name '*.test.mjs' -type f -print 2>/dev/null | sort)
 		if ((${#e2e_files[@]} == 0)); then
 			note "no *.test.mjs files in scripts/e2e"
 			fail "e2e: no test files"
@@ -285,6 +376,12 @@ elif [[ -f scripts/e2e/package.json ]]; then
 			note "test files: ${e2e_files[*]}"
 			for backend in sqlite postgres; do
 				run_e2e "$backend" "${e2e_files[@]}"
+			done
+		fi
+		if ((${#fed_files[@]} > 0)); then
+			note "federation test files: ${fed_files[*]}"
+			for backend in sqlite postgres; do
+				run_e2e_federation "$backend" "${fed_files[@]}"
 			done
 		fi
 	fi

@@ -4,6 +4,7 @@
 //	homeserver generate-config [-server-name NAME] [-o FILE]
 //	homeserver check-config -config FILE
 //	homeserver create-user [-config FILE] [-admin] [-password-stdin] USERNAME
+//	homeserver generate-ca [-name NAME] DIR
 //	homeserver version
 package main
 
@@ -36,6 +37,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdCheckConfig(args, stdout, stderr)
 	case "create-user":
 		return cmdCreateUser(args, stdin, stdout, stderr)
+	case "generate-ca":
+		return cmdGenerateCA(args, stdout, stderr)
 	case "version":
 		return cmdVersion(stdout)
 	case "help", "-h", "-help", "--help":
@@ -53,6 +56,7 @@ Commands:
   generate-config  print a documented configuration file
   check-config     report every problem in a configuration file
   create-user      create a user account (password from stdin or a prompt)
+  generate-ca      create a CA for a local test federation (ca.crt, ca.key)
   version          print the version
 
 Run "homeserver <command> -h" for a command's flags. Without -config the server

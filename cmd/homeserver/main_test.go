@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearthmx/homeserver/federation/cert"
 	"github.com/hearthmx/homeserver/homeserver"
 	"github.com/hearthmx/homeserver/homeserver/account"
 	"github.com/hearthmx/homeserver/homeserver/config"
@@ -202,5 +203,32 @@ func TestCreateUser(t *testing.T) {
 	}
 	if _, err := store.Read().Account(ctx, "carol"); err == nil {
 		t.Fatal("carol was created without a password")
+	}
+}
+
+// generate-ca writes a CA that certificates can be issued from, with a private key file only its
+// owner reads, and refuses to overwrite it.
+func TestGenerateCA(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ca")
+	code, out, errOut := runCmd(t, "", "generate-ca", dir)
+	if code != 0 {
+		t.Fatalf("generate-ca: exit %d, stderr %q", code, errOut)
+	}
+	crt, key := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	if !strings.Contains(out, crt) || !strings.Contains(out, key) {
+		t.Errorf("stdout %q does not name the files", out)
+	}
+	st, err := os.Stat(key)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("ca.key: %v, mode %v", err, st.Mode().Perm())
+	}
+	if _, err := cert.IssueFromFiles(crt, key, []string{"127.0.0.2"}); err != nil {
+		t.Fatalf("issuing from the generated CA: %v", err)
+	}
+	if code, _, _ := runCmd(t, "", "generate-ca", dir); code == 0 {
+		t.Error("generate-ca overwrote an existing CA")
+	}
+	if code, _, _ := runCmd(t, "", "generate-ca"); code != 2 {
+		t.Errorf("generate-ca without DIR: exit %d, want 2", code)
 	}
 }

@@ -65,9 +65,11 @@ type Client struct {
 	key        signing.Key
 	resolver   *resolve.Resolver
 	http       *http.Client
-	timeout    time.Duration
-	maxBytes   int64
-	log        *slog.Logger
+	// plain fetches URLs other servers point to (FetchURL): unsigned, through the same guard.
+	plain    *http.Client
+	timeout  time.Duration
+	maxBytes int64
+	log      *slog.Logger
 }
 
 // New builds a Client.
@@ -140,6 +142,17 @@ func New(o Options) *Client {
 		// Federation endpoints do not redirect; following one would send the signed request elsewhere.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+	c.plain = &http.Client{
+		Transport: &http.Transport{
+			DialContext:           d.dial,
+			TLSClientConfig:       tlsConfig,
+			TLSHandshakeTimeout:   handshakeTimeout,
+			MaxIdleConnsPerHost:   2,
+			IdleConnTimeout:       30 * time.Second,
+			ResponseHeaderTimeout: o.Timeout,
+		},
+		CheckRedirect: checkPlainRedirect,
+	}
 	return c
 }
 
@@ -172,6 +185,29 @@ var ErrTooLarge = errors.New("federation response too large")
 // body), a []byte or json.RawMessage of JSON, or a value to encode as JSON. A non-2xx response
 // is an *Error.
 func (c *Client) Do(ctx context.Context, destination, method, path string, body any) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	resp, err := c.send(ctx, destination, method, path, body, true)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("federation: %s %s on %s: read response: %w", method, path, destination, err)
+	}
+	if int64(len(data)) > c.maxBytes {
+		return nil, fmt.Errorf("federation: %s %s on %s: %w (over %d bytes)", method, path, destination, ErrTooLarge, c.maxBytes)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, errorOf(destination, method, path, resp.StatusCode, data)
+	}
+	return data, nil
+}
+
+// send resolves destination and sends the request (signed if sign), returning the response
+// whatever its status.
+func (c *Client) send(ctx context.Context, destination, method, path string, body any, sign bool) (*http.Response, error) {
 	name, err := resolve.ParseServerName(destination)
 	if err != nil {
 		return nil, fmt.Errorf("federation: destination %q: %w", destination, err)
@@ -191,8 +227,6 @@ func (c *Client) Do(ctx context.Context, destination, method, path string, body 
 			return nil, fmt.Errorf("federation: encode request body: %w", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
 	res, err := c.resolver.Resolve(ctx, destination)
 	if err != nil {
 		return nil, err
@@ -206,12 +240,14 @@ func (c *Client) Do(ctx context.Context, destination, method, path string, body 
 		return nil, fmt.Errorf("federation: %w", err)
 	}
 	req.Host = res.Host
-	auth, err := xmatrix.Sign(xmatrix.Request{Method: method, URI: req.URL.RequestURI(), Origin: c.serverName,
-		Destination: destination, Content: content}, c.key.ID, c.key.Private)
-	if err != nil {
-		return nil, err
+	if sign {
+		auth, err := xmatrix.Sign(xmatrix.Request{Method: method, URI: req.URL.RequestURI(), Origin: c.serverName,
+			Destination: destination, Content: content}, c.key.ID, c.key.Private)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", auth)
 	}
-	req.Header.Set("Authorization", auth)
 	if content != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -220,26 +256,20 @@ func (c *Client) Do(ctx context.Context, destination, method, path string, body 
 	if err != nil {
 		return nil, fmt.Errorf("federation: %s %s on %s: %w", method, path, destination, err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("federation: %s %s on %s: read response: %w", method, path, destination, err)
+	return resp, nil
+}
+
+// errorOf is the *Error of a non-2xx answer with body data.
+func errorOf(destination, method, path string, status int, data []byte) *Error {
+	e := &Error{Destination: destination, Method: method, Path: path, Status: status}
+	var m struct {
+		Code    string `json:"errcode"`
+		Message string `json:"error"`
 	}
-	if int64(len(data)) > c.maxBytes {
-		return nil, fmt.Errorf("federation: %s %s on %s: %w (over %d bytes)", method, path, destination, ErrTooLarge, c.maxBytes)
+	if json.Unmarshal(data, &m) == nil {
+		e.Code, e.Message = m.Code, m.Message
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		e := &Error{Destination: destination, Method: method, Path: path, Status: resp.StatusCode}
-		var m struct {
-			Code    string `json:"errcode"`
-			Message string `json:"error"`
-		}
-		if json.Unmarshal(data, &m) == nil {
-			e.Code, e.Message = m.Code, m.Message
-		}
-		return nil, e
-	}
-	return data, nil
+	return e
 }
 
 // DoJSON is Do that decodes the response into out.

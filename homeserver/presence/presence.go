@@ -74,6 +74,7 @@ type Service struct {
 	node  string
 	wake  Waker
 	log   *slog.Logger
+	fed   Federation // nil: no federation (remote.go)
 
 	mu    gosync.Mutex
 	users map[string]*state
@@ -104,6 +105,11 @@ type state struct {
 	lastWake  int64 // unix ms
 	lastBeat  int64 // unix ms of the last publication
 	everKnown bool  // set, synced or loaded at least once
+
+	// remote: a user of another server (remote.go), whose state only its server changes: no
+	// timeouts here, not stored; active is its currently_active as that server said.
+	remote bool
+	active bool
 }
 
 // wireState is the bus message: a user's full state.
@@ -114,6 +120,8 @@ type wireState struct {
 	LastActiveTS int64  `json:"last_active_ts"`
 	LastSyncTS   int64  `json:"last_sync_ts"`
 	Node         string `json:"node"`
+	Remote       bool   `json:"remote,omitempty"`
+	Active       bool   `json:"currently_active,omitempty"` // of a remote user
 }
 
 // New loads the stored presence, subscribes to the bus (b may be nil) and starts the sweep and the
@@ -231,11 +239,15 @@ func (s *Service) next(nowMS int64) int64 {
 type effects struct {
 	wake    []string
 	publish []wireState
+	fed     []fedNotice
 }
 
 func (s *Service) run(e effects) {
 	if len(e.wake) > 0 {
 		s.wake.WakeSharing(e.wake...)
+	}
+	for _, n := range e.fed {
+		s.fed.Presence(n.userID, n.status)
 	}
 	if s.bus == nil {
 		return
@@ -256,6 +268,13 @@ func (s *Service) set(e *effects, id string, st *state, presence, msg string, no
 		return false
 	}
 	st.presence, st.statusMsg = presence, msg
+	s.touch(e, id, st, now, store)
+	return true
+}
+
+// touch records a change of a user's state: a new position, a wake-up and, when store, a write.
+// mu must be held.
+func (s *Service) touch(e *effects, id string, st *state, now int64, store bool) {
 	st.pos = s.next(now)
 	s.logChange(st.pos, id)
 	if now-st.lastWake >= wakeInterval.Milliseconds() {
@@ -271,12 +290,11 @@ func (s *Service) set(e *effects, id string, st *state, presence, msg string, no
 		default:
 		}
 	}
-	return true
 }
 
 func (s *Service) wire(id string, st *state) wireState {
 	return wireState{UserID: id, Presence: st.presence, StatusMsg: st.statusMsg, LastActiveTS: st.lastActive,
-		LastSyncTS: st.lastSync, Node: s.node}
+		LastSyncTS: st.lastSync, Node: s.node, Remote: st.remote, Active: st.remote && st.active}
 }
 
 // Set is PUT /presence/{userId}/status for the caller: the new state and status message ("" for
@@ -294,9 +312,12 @@ func (s *Service) Set(ctx context.Context, userID, presence, statusMsg string) e
 	var e effects
 	s.mu.Lock()
 	st := s.user(userID)
+	st.remote = false // a user of this server, whatever was heard
 	st.lastActive = now
 	st.lastSync = max(st.lastSync, now)
-	s.set(&e, userID, st, presence, statusMsg, now, true)
+	if s.set(&e, userID, st, presence, statusMsg, now, true) {
+		s.tellFederation(&e, userID, st, now)
+	}
 	st.lastBeat = now
 	e.publish = append(e.publish, s.wire(userID, st))
 	s.mu.Unlock()
@@ -315,6 +336,7 @@ func (s *Service) Syncing(userID, setPresence string) (done func()) {
 	var e effects
 	s.mu.Lock()
 	st := s.user(userID)
+	st.remote = false
 	st.syncing++
 	st.lastSync = now
 	target := Online
@@ -324,6 +346,9 @@ func (s *Service) Syncing(userID, setPresence string) (done func()) {
 		st.lastActive = now
 	}
 	changed := s.set(&e, userID, st, target, st.statusMsg, now, true)
+	if changed {
+		s.tellFederation(&e, userID, st, now)
+	}
 	if changed || now-st.lastBeat >= s.beatInterval().Milliseconds() {
 		st.lastBeat = now
 		e.publish = append(e.publish, s.wire(userID, st))
@@ -360,6 +385,12 @@ func (s *Service) receive(data []byte) {
 	var e effects
 	s.mu.Lock()
 	st := s.user(w.UserID)
+	if w.Remote {
+		s.applyRemote(&e, w.UserID, st, w.Presence, w.StatusMsg, w.LastActiveTS, w.Active, now)
+		s.mu.Unlock()
+		s.run(e)
+		return
+	}
 	st.lastActive = max(st.lastActive, w.LastActiveTS)
 	st.lastSync = max(st.lastSync, w.LastSyncTS)
 	s.set(&e, w.UserID, st, w.Presence, w.StatusMsg, now, false)
@@ -389,6 +420,9 @@ func (s *Service) sweep(now int64) {
 	var e effects
 	s.mu.Lock()
 	for id, st := range s.users {
+		if st.remote {
+			continue // its server says when it changes
+		}
 		if st.syncing > 0 {
 			st.lastSync = now // a parked long poll keeps the user connected
 			if now-st.lastBeat >= s.beatInterval().Milliseconds() {
@@ -397,11 +431,17 @@ func (s *Service) sweep(now int64) {
 			}
 			continue
 		}
+		changed := false
 		switch {
 		case st.presence != Offline && now-st.lastSync > offline:
-			s.set(&e, id, st, Offline, st.statusMsg, now, true)
+			changed = s.set(&e, id, st, Offline, st.statusMsg, now, true)
 		case st.presence == Online && now-st.lastActive > idle:
-			s.set(&e, id, st, Unavailable, st.statusMsg, now, true)
+			changed = s.set(&e, id, st, Unavailable, st.statusMsg, now, true)
+		}
+		// Every node times its users out; those that announced the user (who was active here)
+		// tell federation.
+		if changed && st.lastBeat > 0 {
+			s.tellFederation(&e, id, st, now)
 		}
 	}
 	for id := range s.waiting {
@@ -475,6 +515,9 @@ func status(st *state, now int64) Status {
 		out.StatusMsg = &msg
 	}
 	active := st.presence == Online
+	if st.remote {
+		active = st.active
+	}
 	out.CurrentlyActive = &active
 	return out
 }

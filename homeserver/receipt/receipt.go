@@ -42,6 +42,7 @@ type Service struct {
 	bus   *bus.Bus
 	rooms Rooms
 	log   *slog.Logger
+	fed   Federation // nil: no federation (remote.go)
 }
 
 // New builds the service (b may be nil: nothing is announced).
@@ -133,6 +134,7 @@ func (s *Service) set(ctx context.Context, u User, roomID string, marks []Mark) 
 	type announce struct {
 		private bool
 		pos     int64
+		mark    int // index in marks
 	}
 	var receipts []announce
 	var dataPos int64
@@ -159,13 +161,20 @@ func (s *Service) set(ctx context.Context, u User, roomID string, marks []Mark) 
 				return err
 			}
 			if pos > 0 {
-				receipts = append(receipts, announce{private: m.Type == TypeReadPrivate, pos: pos})
+				receipts = append(receipts, announce{private: m.Type == TypeReadPrivate, pos: pos, mark: i})
 			}
 		}
 		return nil
 	})
 	if err != nil {
 		return err
+	}
+	if s.fed != nil {
+		for _, a := range receipts {
+			if m := marks[a.mark]; m.Type == TypeRead {
+				s.tellFederation(ctx, roomID, u.UserID, m, ts)
+			}
+		}
 	}
 	if s.bus == nil {
 		return nil

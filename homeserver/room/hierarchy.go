@@ -30,6 +30,10 @@ type HierarchyRequest struct {
 	MaxDepth      int // < 0: the default
 	Limit         int // 0: the default
 	From          string
+	// Remote, when set, asks other servers about rooms this server does not know (the root
+	// through Via, children through their m.space.child via lists).
+	Remote HierarchyFetcher
+	Via    []string
 }
 
 // HierarchyRoom is one SpaceHierarchyRoomsChunk.
@@ -61,7 +65,8 @@ func (h hierarchyToken) String() string {
 }
 
 // Hierarchy walks the space tree from a room depth first, over the m.space.child events of the
-// space-rooms this server knows (others are skipped until federation can fill them in), and returns
+// space-rooms this server knows (others are asked of other servers with req.Remote, or skipped),
+// and returns
 // the rooms the user may see (member, invited, may join or knock, or world_readable) in the
 // spec's child order.
 func (s *Service) Hierarchy(ctx context.Context, req HierarchyRequest) (HierarchyPage, error) {
@@ -100,6 +105,10 @@ func (s *Service) Hierarchy(ctx context.Context, req HierarchyRequest) (Hierarch
 	if err != nil {
 		return HierarchyPage{}, err
 	}
+	remote := newRemoteWalk(req.Remote, req.SuggestedOnly)
+	if sums[req.RoomID] == nil {
+		sums[req.RoomID] = remote.summary(ctx, req.RoomID, req.Via)
+	}
 	if root := sums[req.RoomID]; root == nil || !root.accessibleTo(memberships) {
 		return HierarchyPage{}, spec.ErrForbidden.With("You are not allowed to view this room")
 	}
@@ -107,8 +116,9 @@ func (s *Service) Hierarchy(ctx context.Context, req HierarchyRequest) (Hierarch
 	type entry struct {
 		roomID string
 		depth  int
+		via    []string
 	}
-	stack := []entry{{req.RoomID, 0}}
+	stack := []entry{{req.RoomID, 0, req.Via}}
 	visited := map[string]bool{}
 	page := HierarchyPage{Rooms: []HierarchyRoom{}}
 	skip, found := tok.Offset, 0
@@ -120,6 +130,9 @@ func (s *Service) Hierarchy(ctx context.Context, req HierarchyRequest) (Hierarch
 		}
 		visited[e.roomID] = true
 		sum := sums[e.roomID]
+		if sum == nil {
+			sum = remote.summary(ctx, e.roomID, e.via)
+		}
 		if sum == nil || !sum.accessibleTo(memberships) {
 			continue
 		}
@@ -155,7 +168,7 @@ func (s *Service) Hierarchy(ctx context.Context, req HierarchyRequest) (Hierarch
 			}
 		}
 		for i := len(children) - 1; i >= 0; i-- {
-			stack = append(stack, entry{*children[i].StateKey, e.depth + 1})
+			stack = append(stack, entry{*children[i].StateKey, e.depth + 1, childVia(children[i])})
 		}
 	}
 	return page, nil
@@ -170,7 +183,7 @@ func (s *summary) accessibleTo(memberships map[string]string) bool {
 	case MembershipJoin, MembershipInvite:
 		return true
 	}
-	if s.WorldReadable {
+	if s.WorldReadable || s.JoinRule == JoinRulePublic {
 		return true
 	}
 	v, err := event.LookupVersion(s.version)

@@ -126,7 +126,8 @@ func (s *Service) Messages(ctx context.Context, r Reader, roomID, from, to strin
 	}
 	page := Page{Start: topoToken(pos)}
 	var picked []storage.Event
-	scanned, exhausted := 0, false
+	scanned, exhausted, backfills := 0, false, 0
+	pv := newPastView(c, v)
 	for len(picked) < limit && scanned < maxScan && !exhausted {
 		want := limit + 1
 		batch, err := c.TimelineEvents(ctx, roomID, pos, backward, want)
@@ -148,7 +149,9 @@ func (s *Service) Messages(ctx context.Context, r Reader, roomID, from, to strin
 			} else {
 				pos = key
 			}
-			if v.canSee(e) && f.match(e) {
+			if ok, err := pv.canSee(ctx, e); err != nil {
+				return Page{}, err
+			} else if ok && f.match(e) {
 				picked = append(picked, *e)
 				if len(picked) == limit {
 					break
@@ -157,6 +160,11 @@ func (s *Service) Messages(ctx context.Context, r Reader, roomID, from, to strin
 		}
 		if len(batch) < want && consumed == len(batch) {
 			exhausted = true // the timeline ends within this batch and all of it was read
+		}
+		// At the oldest event held: fetch older ones from other servers (backfill.go) and read on.
+		if exhausted && backward && stop == nil && len(picked) < limit && backfills < maxBackfillRounds && s.backfillMore(ctx, roomID) {
+			exhausted = false
+			backfills++
 		}
 	}
 	if !exhausted {
@@ -244,11 +252,18 @@ func (s *Service) Event(ctx context.Context, r Reader, roomID, eventID string) (
 		return nil, err
 	}
 	e, err := c.Event(ctx, eventID)
-	if errors.Is(err, storage.ErrNotFound) || err == nil && (e.RoomID != roomID || e.StreamPos == 0 || e.Rejected || !v.canSee(&e)) {
+	if errors.Is(err, storage.ErrNotFound) || err == nil && (e.RoomID != roomID || e.StreamPos == 0 || e.Rejected || e.StreamPos > 0 && !v.canSee(&e)) {
 		return nil, spec.ErrNotFound.With("Event not found")
 	}
 	if err != nil {
 		return nil, err
+	}
+	if e.StreamPos < 0 { // backfilled: the state stored with it decides (backfill.go)
+		if ok, err := newPastView(c, v).canSee(ctx, &e); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, spec.ErrNotFound.With("Event not found")
+		}
 	}
 	out, err := s.clientEvents(ctx, c, r, []storage.Event{e})
 	if err != nil {

@@ -27,6 +27,9 @@ func (t *txn) storeOutliers(roomID string, v event.Version, pdus []*event.PDU) (
 	}
 	have := map[string]*event.PDU{} // events of this call, parsed
 	out := make([]Outcome, len(pdus))
+	// The rows are written together at the end: nothing below reads back an event of this call
+	// from storage (accepted ones are in have, rejected ones marked in metas).
+	rows := make([]storage.Event, 0, len(pdus))
 	checker := t.s.checker(v)
 	for i, p := range pdus {
 		out[i].EventID = p.EventID
@@ -89,13 +92,11 @@ func (t *txn) storeOutliers(roomID string, v event.Version, pdus []*event.PDU) (
 			membership = Membership(p)
 		}
 		rel := relationOf(p.Content)
-		if err := t.c.InsertEvent(t.ctx, storage.Event{
+		rows = append(rows, storage.Event{
 			EventID: p.EventID, RoomID: roomID, Type: p.Type, StateKey: p.StateKey, Sender: p.Sender, Depth: p.Depth,
 			OriginServerTS: p.OriginServerTS, Membership: membership, Outlier: true, Rejected: reject != nil,
 			RelatesTo: rel.EventID, RelType: rel.RelType, RelKey: rel.Key, PDU: p.Raw, ClientJSON: p.ClientJSON(nil),
-		}); err != nil {
-			return nil, err
-		}
+		})
 		metas[p.EventID] = storage.EventMeta{EventID: p.EventID, Outlier: true, Rejected: reject != nil}
 		if reject != nil {
 			out[i].Err = reject
@@ -103,8 +104,21 @@ func (t *txn) storeOutliers(roomID string, v event.Version, pdus []*event.PDU) (
 		}
 		have[p.EventID] = p
 	}
+	// A few rows per statement: one statement per event costs a round trip each on PostgreSQL
+	// (the state of a large room is thousands of events), while SQLite's driver looks each bound
+	// parameter up in a list as long as the statement's, so very long statements cost more.
+	for len(rows) > 0 {
+		n := min(len(rows), outlierRowsPerInsert)
+		if err := t.c.InsertEvents(t.ctx, rows[:n]); err != nil {
+			return nil, err
+		}
+		rows = rows[n:]
+	}
 	return out, nil
 }
+
+// outlierRowsPerInsert is how many outliers storeOutliers writes per statement.
+const outlierRowsPerInsert = 16
 
 func withoutID(evs []*event.PDU, id string) []*event.PDU {
 	return slices.DeleteFunc(slices.Clone(evs), func(e *event.PDU) bool { return e.EventID == id })

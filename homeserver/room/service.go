@@ -63,6 +63,8 @@ type Service struct {
 	// to the same stream position (ClientEventsUpTo).
 	related *coalesce.Cache[relatedKey, []storage.Event]
 	forgets atomic.Int64 // Forgets
+	// backfiller fetches history from other servers for /messages (SetBackfiller; backfill.go).
+	backfiller *backfiller
 }
 
 type relatedKey struct {

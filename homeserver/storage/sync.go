@@ -53,14 +53,42 @@ func sortEventsDesc(evs []Event) {
 func (c Conn) StateAt(ctx context.Context, roomID string, pos int64) (StateMap, error) {
 	var group int64
 	err := c.scanOne(ctx, `SELECT state_group FROM events WHERE room_id = $1 AND stream_pos IS NOT NULL AND stream_pos <= $2
-		AND NOT rejected AND NOT soft_failed ORDER BY stream_pos DESC LIMIT 1`, []any{roomID, pos}, &group)
+		AND NOT rejected AND NOT soft_failed AND state_group <> 0 ORDER BY stream_pos DESC LIMIT 1`, []any{roomID, pos}, &group)
+	if err == ErrNotFound {
+		return c.stateBeforeFirst(ctx, roomID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c.StateGroup(ctx, group)
+}
+
+// stateBeforeFirst is the state before the earliest event of a room's timeline: the state after
+// it without it. A room joined over federation starts its timeline with the join, and the state
+// before it came with the join (send_join) without a position of its own. Events without a state
+// group (an invite received before this server was in the room) do not count in either query.
+func (c Conn) stateBeforeFirst(ctx context.Context, roomID string) (StateMap, error) {
+	var (
+		group    int64
+		id, typ  string
+		stateKey sql.NullString
+	)
+	err := c.scanOne(ctx, `SELECT state_group, event_id, type, state_key FROM events WHERE room_id = $1 AND stream_pos IS NOT NULL
+		AND NOT rejected AND NOT soft_failed AND state_group <> 0 ORDER BY stream_pos LIMIT 1`, []any{roomID}, &group, &id, &typ, &stateKey)
 	if err == ErrNotFound {
 		return StateMap{}, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return c.StateGroup(ctx, group)
+	st, err := c.StateGroup(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	if k := (StateKey{Type: typ, StateKey: stateKey.String}); stateKey.Valid && st[k] == id {
+		delete(st, k)
+	}
+	return st, nil
 }
 
 // MembershipChange is a membership event of the events stream.

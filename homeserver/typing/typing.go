@@ -50,6 +50,7 @@ type Service struct {
 	wake    Waker
 	members Members
 	log     *slog.Logger
+	fed     Federation // nil: no federation (remote.go)
 
 	mu    gosync.Mutex
 	rooms map[string]*room
@@ -65,6 +66,9 @@ type Service struct {
 type room struct {
 	users map[string]int64 // user → expiry, unix ms
 	pos   int64            // position of the last change of the list
+	// local holds the users typing through Set on this node, with when federation was last told
+	// (unix ms): this node alone tells other servers about them (remote.go).
+	local map[string]int64
 }
 
 // wire is the bus message.
@@ -124,14 +128,23 @@ func (s *Service) Set(ctx context.Context, roomID, userID string, typing bool, t
 	if typing {
 		w.ExpiresMS = time.Now().Add(min(timeout, MaxTimeout)).UnixMilli()
 	}
-	s.apply(w)
-	if s.bus != nil {
-		data, _ := json.Marshal(w)
-		if err := s.bus.Publish(bus.SubjectTyping, data); err != nil {
-			s.log.Warn("typing: publish", "err", err)
-		}
+	s.apply(w, true)
+	s.publish(w)
+	if s.fed != nil {
+		s.fed.Typing(roomID, userID, typing)
 	}
 	return nil
+}
+
+// publish shares a change with the other nodes.
+func (s *Service) publish(w wire) {
+	if s.bus == nil {
+		return
+	}
+	data, _ := json.Marshal(w)
+	if err := s.bus.Publish(bus.SubjectTyping, data); err != nil {
+		s.log.Warn("typing: publish", "err", err)
+	}
 }
 
 func (s *Service) receive(data []byte) {
@@ -143,15 +156,16 @@ func (s *Service) receive(data []byte) {
 	if w.Node == s.node {
 		return // applied when sent
 	}
-	s.apply(w)
+	s.apply(w, false)
 }
 
-// apply changes the map, and on a change of the list moves the room's position and wakes its members.
-func (s *Service) apply(w wire) {
+// apply changes the map, and on a change of the list moves the room's position and wakes its
+// members. local is a change made by Set on this node (which has told federation).
+func (s *Service) apply(w wire, local bool) {
 	s.mu.Lock()
 	r := s.rooms[w.RoomID]
 	if r == nil {
-		r = &room{users: map[string]int64{}}
+		r = &room{users: map[string]int64{}, local: map[string]int64{}}
 		s.rooms[w.RoomID] = r
 	}
 	_, was := r.users[w.UserID]
@@ -161,6 +175,11 @@ func (s *Service) apply(w wire) {
 		r.users[w.UserID] = w.ExpiresMS
 	} else {
 		delete(r.users, w.UserID)
+	}
+	if typing && local && s.fed != nil {
+		r.local[w.UserID] = now
+	} else {
+		delete(r.local, w.UserID)
 	}
 	changed := was != typing
 	if changed {
@@ -251,12 +270,19 @@ func (s *Service) expiryLoop() {
 	}
 }
 
-// expire drops the users whose typing expired, wakes their rooms, and returns the earliest
-// remaining expiry (0 for none).
+// expire drops the users whose typing expired, wakes their rooms, tells federation about this
+// node's users (stopped, or still typing: refreshed), and returns the earliest time it has
+// something to do again (0 for none).
 func (s *Service) expire() int64 {
 	now := time.Now().UnixMilli()
 	var woken []string
+	var notices []notice
 	var next int64
+	earliest := func(t int64) {
+		if next == 0 || t < next {
+			next = t
+		}
+	}
 	s.mu.Lock()
 	for id, r := range s.rooms {
 		changed := false
@@ -264,18 +290,22 @@ func (s *Service) expire() int64 {
 			if exp <= now {
 				delete(r.users, u)
 				changed = true
-			} else if next == 0 || exp < next {
-				next = exp
+			} else {
+				earliest(exp)
 			}
 		}
 		if changed {
 			r.pos = s.next(now)
 			woken = append(woken, id)
 		}
+		notices = s.refresh(notices, id, r, now, earliest)
 	}
 	s.mu.Unlock()
 	for _, id := range woken {
 		s.wake.WakeRoom(id)
+	}
+	for _, n := range notices {
+		s.fed.Typing(n.roomID, n.userID, n.typing)
 	}
 	return next
 }

@@ -313,14 +313,16 @@ export async function withPasswordUia(call, { user, password }, what = "request"
 /**
  * Registers a new user through POST /register using the SDK, doing the UIA
  * dance: the first request (no auth) gets 401 with a session and flows; the
- * second carries auth {type: "m.login.dummy", session}.
+ * second carries auth {type: "m.login.dummy", session}. baseUrl chooses another server than
+ * BASE_URL (federation tests); the result then carries it, and syncClient uses it.
  *
  * Returns {client, userId, deviceId, accessToken, username, password, response, challenge}.
  */
-export async function registerUser({ prefix = "user", username, password, deviceName, extra = {} } = {}) {
+export async function registerUser({ prefix = "user", username, password, deviceName, extra = {}, baseUrl } = {}) {
     username ??= uniqueUsername(prefix);
     password ??= randomPassword();
-    const anon = makeClient();
+    const server = baseUrl ? { baseUrl } : {};
+    const anon = makeClient(server);
     const body = {
         username,
         password,
@@ -359,8 +361,10 @@ export async function registerUser({ prefix = "user", username, password, device
         accessToken: response.access_token,
         userId: response.user_id,
         deviceId: response.device_id,
+        ...server,
     });
     return {
+        ...server,
         client,
         userId: response.user_id,
         deviceId: response.device_id,
@@ -543,6 +547,7 @@ export function syncClient(user, { store, recordMessages = false, stubPushRules 
         userId: user.userId,
         deviceId: user.deviceId,
         fetchFn: recordingFetch(rawLog, { messages: recordMessages }),
+        ...(user.baseUrl ? { baseUrl: user.baseUrl } : {}),
         ...(store ? { store } : {}),
         ...extra,
     });
