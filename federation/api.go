@@ -3,12 +3,12 @@
 // other servers' keys (federation/serverkey), the signed HTTP client (federation/fedclient) and
 // the X-Matrix authentication of incoming requests (federation/xmatrix).
 //
-// Implemented so far: server keys and the notary endpoints, request signing and verification,
-// server discovery, the client, the version, OpenID userinfo and profile queries, the inbound
-// PDU pipeline (send.go, receive.go), the durable outbound queue (sender.go), the event and
-// state reads other servers make (events.go), joins and leaves both ways (join.go, leave.go) and
-// alias queries (directory.go). EDUs, invites, backfill and the rest come later
-// (docs/federation.md).
+// Files: api.go (route table), auth.go (X-Matrix middleware), acl.go (server ACLs), keys.go,
+// send.go and receive.go (events in), sender.go and edu.go (events and EDUs out, EDU dispatch),
+// events.go (reads by other servers), backfill.go, join.go, leave.go, invite.go, knock.go,
+// thirdparty.go, directory.go, directory_remote.go, publicrooms.go, hierarchy.go, timestamp.go,
+// profile.go, ephemeral.go (typing, receipts, presence), e2ee.go and todevice.go (keys, devices,
+// to-device), media.go. What is done and what is not: docs/federation.md.
 package federation
 
 import (

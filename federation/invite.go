@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -197,5 +198,56 @@ func (a *API) LeaveRemote(ctx context.Context, roomID, userID, reason string) (s
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", srv, err))
 	}
-	return "", spec.ErrUnknown.Withf("Could not reject the invite through the room's servers: %v", errors.Join(errs...))
+	a.log.Info("federation: rejecting an invite locally, no server of the room took the leave", "room_id", roomID,
+		"user_id", userID, "err", errors.Join(errs...))
+	return a.leaveLocally(ctx, inv, userID, reason)
+}
+
+// leaveLocally records a leave for an invite or a knock that no server of the room took (all down,
+// gone, or refusing): the user is out of the room on this server, the room's servers never learn
+// of it (Synapse does the same, an "out-of-band" leave). Without it an invite from a server that
+// disappeared could never be got rid of. The leave follows the invite in the graph and is signed
+// by this server, but it goes nowhere.
+func (a *API) leaveLocally(ctx context.Context, inv storage.Event, userID, reason string) (string, error) {
+	v := a.outOfBandVersion(ctx, inv.RoomID)
+	content := map[string]any{"membership": room.MembershipLeave}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	raw, err := json.Marshal(content)
+	if err != nil {
+		return "", err
+	}
+	p, err := event.Build(v, event.Proto{RoomID: inv.RoomID, Sender: userID, Type: room.TypeMember, StateKey: &userID, Content: raw,
+		PrevEvents: []string{inv.EventID}, AuthEvents: []string{inv.EventID}, Depth: inv.Depth + 1,
+		OriginServerTS: time.Now().UnixMilli()}, a.serverName, a.key.ID, a.key.Private)
+	if err != nil {
+		return "", err
+	}
+	if err := a.rooms.RecordRemoteMembership(ctx, v, p, nil); err != nil {
+		return "", err
+	}
+	return p.EventID, nil
+}
+
+// outOfBandVersion is the room version of a room this server is not in, from the m.room.create
+// event of the invite's stripped state when it came with one (the default room version
+// otherwise: the event it is used for is never sent).
+func (a *API) outOfBandVersion(ctx context.Context, roomID string) event.Version {
+	c := a.store.Read()
+	if id, err := c.CurrentStateEvent(ctx, roomID, "m.room.create", ""); err == nil {
+		if evs, err := c.Events(ctx, []string{id}); err == nil && len(evs) == 1 {
+			var create struct {
+				Content struct {
+					RoomVersion string `json:"room_version"`
+				} `json:"content"`
+			}
+			if json.Unmarshal(evs[0].ClientJSON, &create) == nil {
+				if v, err := event.LookupVersion(create.Content.RoomVersion); err == nil {
+					return v
+				}
+			}
+		}
+	}
+	return a.rooms.DefaultVersion()
 }

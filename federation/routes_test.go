@@ -28,7 +28,10 @@ func TestEveryFederationEndpointIsAuthenticated(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := chi.NewRouter()
-	a.Routes(r)
+	// Routes mounted by other packages (the media repository's) land in the authenticated group too.
+	a.Routes(r, func(r chi.Router) {
+		r.Get("/v1/media/download/{mediaId}", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	})
 	param := regexp.MustCompile(`\{[^}]*\}`)
 	checked := 0
 	err = chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {

@@ -513,3 +513,6 @@ func (t *txn) load(roomID string) (*roomState, error) {
 	}
 	return rs, nil
 }
+
+// DefaultVersion is the room version of new rooms.
+func (s *Service) DefaultVersion() event.Version { return s.opts.DefaultVersion }
