@@ -380,6 +380,18 @@ func testE2EEOverFederation(t *testing.T, backend string) {
 		t.Fatalf("carol joins: %d %s", join.Status, join.Raw)
 	}
 	aliceSync.waitChanged(t, carol.UserID, "carol joined alice's room")
+
+	// bob's server down: his server is in failures, the request still answers.
+	sr.hs2.Stop()
+	res = sr.hs1.Do(t, "POST", "/_matrix/client/v3/keys/query", alice.AccessToken,
+		map[string]any{"device_keys": map[string][]string{bob.UserID: {}, alice.UserID: {}}, "timeout": 3000})
+	var down struct {
+		Failures   map[string]json.RawMessage            `json:"failures"`
+		DeviceKeys map[string]map[string]json.RawMessage `json:"device_keys"`
+	}
+	if res.Status != 200 || json.Unmarshal(res.Raw, &down) != nil || down.Failures[sr.name2] == nil || down.DeviceKeys[bob.UserID] != nil {
+		t.Fatalf("keys/query with hs2 down: %d %s", res.Status, res.Raw)
+	}
 }
 
 // The EDUs bob's server sends about him: one m.device_list_update per change, numbered in a chain
