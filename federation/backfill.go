@@ -66,7 +66,8 @@ func (a *API) getBackfill(r *http.Request) (any, error) {
 }
 
 // Backfill asks servers in turn for the events before from (GET /backfill, limit events) and
-// stores those of the first server whose answer brings new events (room.Backfiller). The events
+// stores those of the first server whose answer brings new events (room.Backfiller); servers the
+// room's ACL denies are not asked. The events
 // go through steps 1 to 3 of the checks on receipt (dropped when the signatures fail, redacted when
 // the content hash does), then to the room service as events of the past; an event whose auth
 // chain or state before is missing gets them from the same server (/event_auth, /state_ids), as

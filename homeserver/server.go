@@ -144,6 +144,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		Receipts: receipt.New(s.Store, s.Bus, s.Rooms, log), Presence: s.Presence}, log)
 
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.registry.MustRegister(roomWriterMetrics(s.Rooms)...)
 	r := chi.NewRouter()
 	api := clientapi.New(cfg, s.Accounts, s.Rooms, push.New(s.Store, s.Bus, log), s.Sync, log, s.registry)
 	s.api = api

@@ -1,6 +1,7 @@
 package room
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -164,22 +165,10 @@ func (s *Service) walkBack(ctx context.Context, c storage.Conn, v event.Version,
 
 // deeper orders events by depth, then stream position.
 func deeper(a, b storage.Event) int {
-	switch {
-	case a.Depth != b.Depth:
-		return cmpInt(a.Depth, b.Depth)
-	default:
-		return cmpInt(a.StreamPos, b.StreamPos)
+	if a.Depth != b.Depth {
+		return cmp.Compare(a.Depth, b.Depth)
 	}
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return cmp.Compare(a.StreamPos, b.StreamPos)
 }
 
 // jsonForServer is an event's federation form for a server: signed when it is this server's,
@@ -222,7 +211,7 @@ func (s *Service) ReceiveBackfill(ctx context.Context, roomID string, in []Incom
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmpInt(in[a].PDU.Depth, in[b].PDU.Depth) })
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(in[a].PDU.Depth, in[b].PDU.Depth) })
 	err := s.write(ctx, func(t *txn) error {
 		rs, err := t.room(roomID)
 		if err != nil {
@@ -602,7 +591,7 @@ func (s *Service) backfillPlan(ctx context.Context, roomID string) (from, server
 			return nil, nil, err
 		}
 	}
-	slices.SortStableFunc(due, func(a, b storage.BackfillExtremity) int { return cmpInt(b.Depth, a.Depth) })
+	slices.SortStableFunc(due, func(a, b storage.BackfillExtremity) int { return cmp.Compare(b.Depth, a.Depth) })
 	for _, e := range due[:min(len(due), maxBackfillFrom)] {
 		from = append(from, e.EventID)
 	}

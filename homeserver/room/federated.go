@@ -288,29 +288,7 @@ func (s *Service) MissingEvents(ctx context.Context, server, roomID string, earl
 	sv := newServerView(c, server)
 	out := make([]json.RawMessage, 0, len(found))
 	for _, e := range found {
-		ok, err := sv.maySee(ctx, e)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			p, err := event.Parse(v, e.PDU)
-			if err != nil {
-				return nil, err
-			}
-			red, err := p.Redacted()
-			if err != nil {
-				return nil, err
-			}
-			e.PDU = red.Raw
-			if serverOf(e.Sender) == s.opts.ServerName {
-				if e.PDU, err = s.SignPDU(red); err != nil {
-					return nil, err
-				}
-			}
-			out = append(out, e.PDU)
-			continue
-		}
-		raw, err := s.FederationJSON(ctx, c, e)
+		raw, err := s.jsonForServer(ctx, c, sv, v, e) // redacted if the server may not see it
 		if err != nil {
 			return nil, err
 		}

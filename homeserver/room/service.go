@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,21 @@ type Service struct {
 	forgets atomic.Int64 // Forgets
 	// backfiller fetches history from other servers for /messages (SetBackfiller; backfill.go).
 	backfiller *backfiller
+	// stats count the writer's work (WriterStats).
+	stats struct{ batches, jobs, busyNS atomic.Int64 }
+}
+
+// WriterStats counts the writer's work since the service started: the transactions it ran
+// (batches), the jobs they carried, and the time it spent running them; the rest of the time it
+// waited for jobs.
+type WriterStats struct {
+	Batches, Jobs int64
+	Busy          time.Duration
+}
+
+// WriterStats reads the writer's counters (for metrics).
+func (s *Service) WriterStats() WriterStats {
+	return WriterStats{Batches: s.stats.batches.Load(), Jobs: s.stats.jobs.Load(), Busy: time.Duration(s.stats.busyNS.Load())}
 }
 
 type relatedKey struct {
@@ -142,6 +158,10 @@ func (s *Service) writer() {
 			return
 		}
 		batch := []*job{first}
+		if len(s.jobs) == 0 {
+			// Let the handlers that are running reach their enqueue before the batch starts.
+			runtime.Gosched()
+		}
 	drain:
 		for len(batch) < maxBatch {
 			select {
@@ -151,7 +171,11 @@ func (s *Service) writer() {
 				break drain
 			}
 		}
+		start := time.Now()
 		s.runBatch(batch)
+		s.stats.busyNS.Add(int64(time.Since(start)))
+		s.stats.jobs.Add(int64(len(batch)))
+		s.stats.batches.Add(1)
 	}
 }
 
