@@ -18,10 +18,8 @@ import (
 
 // Issue 7's acceptance scenario: three of our servers, each on its own loopback address with its
 // own certificate from the test's CA, share one room. Each step is a subtest, run in order on the
-// same servers; a step the later ones depend on stops the test when it fails. The steps that wait
-// for a feature still being built are marked in their helper (stepLateJoinerBackfills,
-// stepTypingCrossesServers, stepReceiptsCrossServers, stepPresenceCrossesServers,
-// stepACLRefusesHS3).
+// same servers; a step the later ones depend on stops the test when it fails, the others
+// (backfill, typing, receipts, presence, the server ACL: features of their own) only fail.
 
 // The three servers of TestThreeServers (as issue 7 names them).
 const (
