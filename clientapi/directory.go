@@ -40,13 +40,26 @@ func (a *API) routesDirectoryV1(r chi.Router) {
 	r.Get("/rooms/{roomId}/timestamp_to_event", h(a.timestampToEvent))
 }
 
-// getAlias is GET /_matrix/client/v3/directory/room/{roomAlias}.
+// getAlias is GET /_matrix/client/v3/directory/room/{roomAlias}. An alias of another server is
+// asked of that server (GET /_matrix/federation/v1/query/directory).
 func (a *API) getAlias(r *http.Request) (any, error) {
-	roomID, servers, err := a.rooms.LookupAlias(r.Context(), pathParam(r, "roomAlias"))
+	alias := pathParam(r, "roomAlias")
+	roomID, servers, err := a.rooms.LookupAlias(r.Context(), alias)
+	if _, srv, _ := strings.Cut(alias, ":"); errors.Is(err, spec.ErrNotFound) && a.remote != nil && srv != "" && srv != a.cfg.ServerName {
+		roomID, servers, err = a.remote.ResolveRemoteAlias(r.Context(), alias)
+	}
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"room_id": roomID, "servers": servers}, nil
+	seen := map[string]bool{}
+	unique := []string{}
+	for _, s := range servers {
+		if !seen[s] {
+			seen[s] = true
+			unique = append(unique, s)
+		}
+	}
+	return map[string]any{"room_id": roomID, "servers": unique}, nil
 }
 
 // putAlias is PUT /_matrix/client/v3/directory/room/{roomAlias}.

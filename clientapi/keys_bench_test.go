@@ -20,7 +20,7 @@ func BenchmarkKeysClaim(b *testing.B) {
 			} else {
 				d = withKeys(s.Login(b, "alice", "alice password"))
 			}
-			benchUpload(b, s, d, map[string]any{"device_keys": d.deviceKeys(b), "fallback_keys": d.fallback(b, "F")})
+			benchUpload(b, s, d, map[string]any{"device_keys": d.DeviceKeys(b), "fallback_keys": d.fallback(b, "F")})
 			for batch := range 5 {
 				benchUpload(b, s, d, map[string]any{"one_time_keys": d.otks(b, fmt.Sprintf("b%d_", batch), 200)})
 			}
@@ -51,7 +51,7 @@ func BenchmarkKeysQuery(b *testing.B) {
 			d1 := withKeys(s.Register(b, name, "user password"))
 			d2 := withKeys(s.Login(b, name, "user password"))
 			for _, d := range []keyDevice{d1, d2} {
-				benchUpload(b, s, d, map[string]any{"device_keys": d.deviceKeys(b)})
+				benchUpload(b, s, d, map[string]any{"device_keys": d.DeviceKeys(b)})
 			}
 			cs := newCrossSigning()
 			if st, raw := post(b, s.URL+keysV3+"/keys/device_signing/upload", d1.AccessToken, cs.body(b, d1.UserID, cs.master)); st != 200 {

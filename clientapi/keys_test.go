@@ -3,8 +3,6 @@ package clientapi_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -27,66 +25,24 @@ import (
 const keysV3 = "/_matrix/client/v3"
 
 // keyPair is an ed25519 key: a device's identity key or a cross-signing key.
-type keyPair struct {
-	priv ed25519.PrivateKey
-	pub  string // unpadded base64
-}
+type keyPair = servertest.Key
 
-func newKeyPair() keyPair {
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	return keyPair{priv: priv, pub: base64.RawStdEncoding.EncodeToString(pub)}
-}
+// keyDevice is a logged-in device with its identity key, and what it uploads.
+type keyDevice struct{ servertest.Device }
 
-// signAs signs v as userID with key keyID.
-func signAs(t testing.TB, v any, userID, keyID string, k keyPair) json.RawMessage {
-	t.Helper()
-	raw, ok := v.(json.RawMessage)
-	if !ok {
-		var err error
-		if raw, err = json.Marshal(v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	signed, err := event.SignJSON(raw, userID, keyID, k.priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signed
-}
-
-// keyDevice is a logged-in device with its identity key.
-type keyDevice struct {
-	servertest.User
-	key keyPair
-}
-
-func withKeys(u servertest.User) keyDevice { return keyDevice{User: u, key: newKeyPair()} }
-
-func (d keyDevice) keyID() string { return "ed25519:" + d.DeviceID }
-
-func (d keyDevice) sign(t testing.TB, v any) json.RawMessage {
-	return signAs(t, v, d.UserID, d.keyID(), d.key)
-}
-
-func (d keyDevice) deviceKeysObject() map[string]any {
-	return map[string]any{"user_id": d.UserID, "device_id": d.DeviceID,
-		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
-		"keys":       map[string]string{d.keyID(): d.key.pub, "curve25519:" + d.DeviceID: "curve+" + d.DeviceID}}
-}
-
-func (d keyDevice) deviceKeys(t testing.TB) json.RawMessage { return d.sign(t, d.deviceKeysObject()) }
+func withKeys(u servertest.User) keyDevice { return keyDevice{servertest.NewDevice(u)} }
 
 // otks returns n signed one-time keys with IDs <prefix>0 ... <prefix>n-1.
 func (d keyDevice) otks(t testing.TB, prefix string, n int) map[string]json.RawMessage {
 	out := map[string]json.RawMessage{}
 	for i := range n {
-		out[fmt.Sprintf("signed_curve25519:%s%d", prefix, i)] = d.sign(t, map[string]any{"key": fmt.Sprintf("otk+%s%d", prefix, i)})
+		out[fmt.Sprintf("signed_curve25519:%s%d", prefix, i)] = d.Sign(t, map[string]any{"key": fmt.Sprintf("otk+%s%d", prefix, i)})
 	}
 	return out
 }
 
 func (d keyDevice) fallback(t testing.TB, id string) map[string]json.RawMessage {
-	return map[string]json.RawMessage{"signed_curve25519:" + id: d.sign(t, map[string]any{"key": "fb+" + id, "fallback": true})}
+	return map[string]json.RawMessage{"signed_curve25519:" + id: d.Sign(t, map[string]any{"key": "fb+" + id, "fallback": true})}
 }
 
 func (d keyDevice) upload(t testing.TB, s *servertest.Server, body map[string]any) servertest.Response {
@@ -164,7 +120,7 @@ func TestKeysUploadQueryClaim(t *testing.T) {
 		alice2 := withKeys(s.Login(t, "alice", "alice password"))
 		bob := withKeys(s.Register(t, "bob", "bob password"))
 
-		counts := alice.mustUpload(t, s, map[string]any{"device_keys": alice.deviceKeys(t),
+		counts := alice.mustUpload(t, s, map[string]any{"device_keys": alice.DeviceKeys(t),
 			"one_time_keys": alice.otks(t, "A", 3), "fallback_keys": alice.fallback(t, "F")})
 		if counts["signed_curve25519"] != 3.0 {
 			t.Fatalf("counts: %v", counts)
@@ -183,11 +139,11 @@ func TestKeysUploadQueryClaim(t *testing.T) {
 			} `json:"unsigned"`
 		}
 		_ = json.Unmarshal(devs[alice.DeviceID], &dev)
-		if dev.Keys[alice.keyID()] != alice.key.pub || dev.Unsigned.Name != "Phone" {
+		if dev.Keys[alice.KeyID()] != alice.Key.Base64 || dev.Unsigned.Name != "Phone" {
 			t.Fatalf("queried device keys: %s", devs[alice.DeviceID])
 		}
-		pub, _ := base64.RawStdEncoding.DecodeString(alice.key.pub)
-		if err := event.VerifyJSON(devs[alice.DeviceID], alice.UserID, alice.keyID(), pub); err != nil {
+		pub, _ := base64.RawStdEncoding.DecodeString(alice.Key.Base64)
+		if err := event.VerifyJSON(devs[alice.DeviceID], alice.UserID, alice.KeyID(), pub); err != nil {
 			t.Fatalf("served device keys no longer verify: %v", err)
 		}
 		if f, _ := q["failures"].(map[string]any); len(f) != 0 {
@@ -249,7 +205,7 @@ func TestKeysUploadQueryClaim(t *testing.T) {
 func TestKeysClaimConcurrent(t *testing.T) {
 	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
 		alice := withKeys(s.Register(t, "alice", "alice password"))
-		alice.mustUpload(t, s, map[string]any{"device_keys": alice.deviceKeys(t), "one_time_keys": alice.otks(t, "K", 30),
+		alice.mustUpload(t, s, map[string]any{"device_keys": alice.DeviceKeys(t), "one_time_keys": alice.otks(t, "K", 30),
 			"fallback_keys": alice.fallback(t, "FB")})
 		var claimers []servertest.User
 		for i := range 5 {
@@ -314,7 +270,7 @@ func TestKeysFallback(t *testing.T) {
 	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
 		alice := withKeys(s.Register(t, "alice", "alice password"))
 		bob := s.Register(t, "bob", "bob password")
-		alice.mustUpload(t, s, map[string]any{"device_keys": alice.deviceKeys(t), "fallback_keys": alice.fallback(t, "F1")})
+		alice.mustUpload(t, s, map[string]any{"device_keys": alice.DeviceKeys(t), "fallback_keys": alice.fallback(t, "F1")})
 		if counts, fb := keyCounts(t, s, alice); len(counts) != 0 || !slices.Equal(fb, []string{"signed_curve25519"}) {
 			t.Fatalf("before claims: %v %v", counts, fb)
 		}
@@ -351,20 +307,20 @@ func TestKeysUploadBadInput(t *testing.T) {
 	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
 		alice := withKeys(s.Register(t, "alice", "alice password"))
 		bob := withKeys(s.Register(t, "bob", "bob password"))
-		other := newKeyPair()
+		other := servertest.NewKey()
 
-		badSig := alice.deviceKeysObject()
-		foreignDevice := alice.deviceKeysObject()
+		badSig := alice.DeviceKeysObject()
+		foreignDevice := alice.DeviceKeysObject()
 		foreignDevice["device_id"] = "OTHERDEVICE"
-		foreignUser := alice.deviceKeysObject()
+		foreignUser := alice.DeviceKeysObject()
 		foreignUser["user_id"] = bob.UserID
-		noEd := alice.deviceKeysObject()
+		noEd := alice.DeviceKeysObject()
 		noEd["keys"] = map[string]string{"curve25519:" + alice.DeviceID: "curve"}
-		huge := alice.deviceKeysObject()
+		huge := alice.DeviceKeysObject()
 		huge["padding"] = strings.Repeat("x", 20<<10)
 		manyOTKs := alice.otks(t, "M", 201)
 		oneBad := alice.otks(t, "G", 3)
-		oneBad["signed_curve25519:G1"] = signAs(t, map[string]any{"key": "otk+G1"}, alice.UserID, alice.keyID(), newKeyPair())
+		oneBad["signed_curve25519:G1"] = servertest.SignAs(t, map[string]any{"key": "otk+G1"}, alice.UserID, alice.KeyID(), servertest.NewKey())
 
 		for _, tc := range []struct {
 			name    string
@@ -372,17 +328,17 @@ func TestKeysUploadBadInput(t *testing.T) {
 			status  int
 			errcode string
 		}{
-			{"bad signature", map[string]any{"device_keys": signAs(t, badSig, alice.UserID, alice.keyID(), other)}, 400, "M_INVALID_PARAM"},
-			{"unsigned", map[string]any{"device_keys": alice.deviceKeysObject()}, 400, "M_INVALID_PARAM"},
-			{"another device", map[string]any{"device_keys": signAs(t, foreignDevice, alice.UserID, "ed25519:OTHERDEVICE", alice.key)}, 400, "M_INVALID_PARAM"},
-			{"another user", map[string]any{"device_keys": signAs(t, foreignUser, bob.UserID, alice.keyID(), alice.key)}, 400, "M_INVALID_PARAM"},
-			{"no ed25519 key", map[string]any{"device_keys": alice.sign(t, noEd)}, 400, "M_INVALID_PARAM"},
+			{"bad signature", map[string]any{"device_keys": servertest.SignAs(t, badSig, alice.UserID, alice.KeyID(), other)}, 400, "M_INVALID_PARAM"},
+			{"unsigned", map[string]any{"device_keys": alice.DeviceKeysObject()}, 400, "M_INVALID_PARAM"},
+			{"another device", map[string]any{"device_keys": servertest.SignAs(t, foreignDevice, alice.UserID, "ed25519:OTHERDEVICE", alice.Key)}, 400, "M_INVALID_PARAM"},
+			{"another user", map[string]any{"device_keys": servertest.SignAs(t, foreignUser, bob.UserID, alice.KeyID(), alice.Key)}, 400, "M_INVALID_PARAM"},
+			{"no ed25519 key", map[string]any{"device_keys": alice.Sign(t, noEd)}, 400, "M_INVALID_PARAM"},
 			{"not an object", map[string]any{"device_keys": "keys"}, 400, "M_INVALID_PARAM"},
-			{"oversize device keys", map[string]any{"device_keys": alice.sign(t, huge)}, 413, "M_TOO_LARGE"},
-			{"too many one-time keys", map[string]any{"device_keys": alice.deviceKeys(t), "one_time_keys": manyOTKs}, 413, "M_TOO_LARGE"},
-			{"key ID without algorithm", map[string]any{"device_keys": alice.deviceKeys(t), "one_time_keys": map[string]any{"AAAA": "key"}}, 400, "M_INVALID_PARAM"},
+			{"oversize device keys", map[string]any{"device_keys": alice.Sign(t, huge)}, 413, "M_TOO_LARGE"},
+			{"too many one-time keys", map[string]any{"device_keys": alice.DeviceKeys(t), "one_time_keys": manyOTKs}, 413, "M_TOO_LARGE"},
+			{"key ID without algorithm", map[string]any{"device_keys": alice.DeviceKeys(t), "one_time_keys": map[string]any{"AAAA": "key"}}, 400, "M_INVALID_PARAM"},
 			{"unsigned signed key", map[string]any{"one_time_keys": map[string]any{"signed_curve25519:X": "key"}}, 400, "M_INVALID_PARAM"},
-			{"one-time key signed by another key", map[string]any{"device_keys": alice.deviceKeys(t), "one_time_keys": oneBad}, 400, "M_INVALID_PARAM"},
+			{"one-time key signed by another key", map[string]any{"device_keys": alice.DeviceKeys(t), "one_time_keys": oneBad}, 400, "M_INVALID_PARAM"},
 			{"one_time_keys not an object", map[string]any{"one_time_keys": []string{"x"}}, 400, "M_BAD_JSON"},
 			{"not JSON", "{", 400, "M_NOT_JSON"},
 		} {
@@ -399,16 +355,16 @@ func TestKeysUploadBadInput(t *testing.T) {
 		}
 
 		// With device keys stored: other identity keys, an ID reused with other content.
-		alice.mustUpload(t, s, map[string]any{"device_keys": alice.deviceKeys(t), "one_time_keys": alice.otks(t, "A", 2)})
+		alice.mustUpload(t, s, map[string]any{"device_keys": alice.DeviceKeys(t), "one_time_keys": alice.otks(t, "A", 2)})
 		rekeyed := withKeys(alice.User)
-		expect(t, rekeyed.upload(t, s, map[string]any{"device_keys": rekeyed.deviceKeys(t)}), 400, "M_INVALID_PARAM")
-		reused := map[string]any{"signed_curve25519:A0": alice.sign(t, map[string]any{"key": "something else"})}
+		expect(t, rekeyed.upload(t, s, map[string]any{"device_keys": rekeyed.DeviceKeys(t)}), 400, "M_INVALID_PARAM")
+		reused := map[string]any{"signed_curve25519:A0": alice.Sign(t, map[string]any{"key": "something else"})}
 		expect(t, alice.upload(t, s, map[string]any{"one_time_keys": reused}), 400, "M_INVALID_PARAM")
 		// A one-time key signed by another key, now that the device key is known.
 		expect(t, alice.upload(t, s, map[string]any{"one_time_keys": map[string]any{
-			"signed_curve25519:Z": signAs(t, map[string]any{"key": "z"}, alice.UserID, alice.keyID(), other)}}), 400, "M_INVALID_PARAM")
+			"signed_curve25519:Z": servertest.SignAs(t, map[string]any{"key": "z"}, alice.UserID, alice.KeyID(), other)}}), 400, "M_INVALID_PARAM")
 		devs := devicesIn(t, keysQuery(t, s, bob.User, alice.UserID), alice.UserID)
-		if !strings.Contains(string(devs[alice.DeviceID]), alice.key.pub) {
+		if !strings.Contains(string(devs[alice.DeviceID]), alice.Key.Base64) {
 			t.Fatalf("identity keys changed: %s", devs[alice.DeviceID])
 		}
 		if counts, _ := keyCounts(t, s, alice); counts["signed_curve25519"] != 2 {
@@ -429,19 +385,19 @@ type crossSigning struct {
 }
 
 func newCrossSigning() crossSigning {
-	return crossSigning{master: newKeyPair(), self: newKeyPair(), user: newKeyPair()}
+	return crossSigning{master: servertest.NewKey(), self: servertest.NewKey(), user: servertest.NewKey()}
 }
 
 func csObject(userID, usage string, k keyPair) map[string]any {
-	return map[string]any{"user_id": userID, "usage": []string{usage}, "keys": map[string]string{"ed25519:" + k.pub: k.pub}}
+	return map[string]any{"user_id": userID, "usage": []string{usage}, "keys": map[string]string{"ed25519:" + k.Base64: k.Base64}}
 }
 
 // body is a device_signing/upload body: master, and self/user-signing keys signed by signer.
 func (cs crossSigning) body(t testing.TB, userID string, signer keyPair) map[string]any {
 	return map[string]any{
 		"master_key":       csObject(userID, "master", cs.master),
-		"self_signing_key": signAs(t, csObject(userID, "self_signing", cs.self), userID, "ed25519:"+signer.pub, signer),
-		"user_signing_key": signAs(t, csObject(userID, "user_signing", cs.user), userID, "ed25519:"+signer.pub, signer),
+		"self_signing_key": servertest.SignAs(t, csObject(userID, "self_signing", cs.self), userID, "ed25519:"+signer.Base64, signer),
+		"user_signing_key": servertest.SignAs(t, csObject(userID, "user_signing", cs.user), userID, "ed25519:"+signer.Base64, signer),
 	}
 }
 
@@ -462,24 +418,24 @@ func TestCrossSigning(t *testing.T) {
 		alice := withKeys(s.Register(t, "alice", "alice password"))
 		bob := withKeys(s.Register(t, "bob", "bob password"))
 		carol := s.Register(t, "carol", "carol password")
-		alice.mustUpload(t, s, map[string]any{"device_keys": alice.deviceKeys(t)})
-		bob.mustUpload(t, s, map[string]any{"device_keys": bob.deviceKeys(t)})
+		alice.mustUpload(t, s, map[string]any{"device_keys": alice.DeviceKeys(t)})
+		bob.mustUpload(t, s, map[string]any{"device_keys": bob.DeviceKeys(t)})
 		acs, bcs := newCrossSigning(), newCrossSigning()
 		path := keysV3 + "/keys/device_signing/upload"
 
 		// Self-signing key not signed by the master key; no master key at all.
-		expect(t, s.Do(t, "POST", path, alice.AccessToken, acs.body(t, alice.UserID, newKeyPair())), 400, "M_INVALID_SIGNATURE")
+		expect(t, s.Do(t, "POST", path, alice.AccessToken, acs.body(t, alice.UserID, servertest.NewKey())), 400, "M_INVALID_SIGNATURE")
 		expect(t, s.Do(t, "POST", path, alice.AccessToken, map[string]any{
-			"self_signing_key": signAs(t, csObject(alice.UserID, "self_signing", acs.self), alice.UserID, "ed25519:"+acs.master.pub, acs.master)}), 400, "M_MISSING_PARAM")
+			"self_signing_key": servertest.SignAs(t, csObject(alice.UserID, "self_signing", acs.self), alice.UserID, "ed25519:"+acs.master.Base64, acs.master)}), 400, "M_MISSING_PARAM")
 		bad := acs.body(t, alice.UserID, acs.master)
 		bad["master_key"] = csObject(bob.UserID, "master", acs.master)
 		expect(t, s.Do(t, "POST", path, alice.AccessToken, bad), 400, "M_INVALID_PARAM")
 		// A key equal to a device ID (a device logged in with a public key as its ID).
-		clash := newKeyPair()
+		clash := servertest.NewKey()
 		expect(t, s.Do(t, "POST", keysV3+"/login", "", map[string]any{"type": "m.login.password", "user": "alice",
-			"password": "alice password", "device_id": clash.pub}), 200, "")
+			"password": "alice password", "device_id": clash.Base64}), 200, "")
 		collide := acs.body(t, alice.UserID, acs.master)
-		collide["user_signing_key"] = signAs(t, csObject(alice.UserID, "user_signing", clash), alice.UserID, "ed25519:"+acs.master.pub, acs.master)
+		collide["user_signing_key"] = servertest.SignAs(t, csObject(alice.UserID, "user_signing", clash), alice.UserID, "ed25519:"+acs.master.Base64, acs.master)
 		expect(t, s.Do(t, "POST", path, alice.AccessToken, collide), 403, "M_FORBIDDEN")
 		if q := keysQuery(t, s, alice.User, alice.UserID); len(q["master_keys"].(map[string]any)) != 0 {
 			t.Fatalf("refused uploads stored keys: %v", q["master_keys"])
@@ -497,7 +453,7 @@ func TestCrossSigning(t *testing.T) {
 		expect(t, s.Do(t, "POST", path, bob.AccessToken, bcs.body(t, bob.UserID, bcs.master)), 200, "")
 
 		q := keysQuery(t, s, alice.User, alice.UserID, bob.UserID)
-		if !strings.Contains(fmt.Sprint(q["master_keys"]), acs.master.pub) || !strings.Contains(fmt.Sprint(q["self_signing_keys"]), bcs.self.pub) {
+		if !strings.Contains(fmt.Sprint(q["master_keys"]), acs.master.Base64) || !strings.Contains(fmt.Sprint(q["self_signing_keys"]), bcs.self.Base64) {
 			t.Fatalf("query: %v", q)
 		}
 		usks := q["user_signing_keys"].(map[string]any)
@@ -508,24 +464,24 @@ func TestCrossSigning(t *testing.T) {
 		// Signatures: alice's self-signing key on her device, her device on her master key, her
 		// user-signing key on bob's master key.
 		sigPath := keysV3 + "/keys/signatures/upload"
-		devSigned := signAs(t, alice.deviceKeysObject(), alice.UserID, "ed25519:"+acs.self.pub, acs.self)
-		masterSigned := alice.sign(t, csObject(alice.UserID, "master", acs.master))
-		bobMasterSigned := signAs(t, csObject(bob.UserID, "master", bcs.master), alice.UserID, "ed25519:"+acs.user.pub, acs.user)
+		devSigned := servertest.SignAs(t, alice.DeviceKeysObject(), alice.UserID, "ed25519:"+acs.self.Base64, acs.self)
+		masterSigned := alice.Sign(t, csObject(alice.UserID, "master", acs.master))
+		bobMasterSigned := servertest.SignAs(t, csObject(bob.UserID, "master", bcs.master), alice.UserID, "ed25519:"+acs.user.Base64, acs.user)
 		res := s.Do(t, "POST", sigPath, alice.AccessToken, map[string]any{
-			alice.UserID: map[string]any{alice.DeviceID: devSigned, acs.master.pub: masterSigned},
-			bob.UserID:   map[string]any{bcs.master.pub: bobMasterSigned}})
+			alice.UserID: map[string]any{alice.DeviceID: devSigned, acs.master.Base64: masterSigned},
+			bob.UserID:   map[string]any{bcs.master.Base64: bobMasterSigned}})
 		expect(t, res, 200, "")
 		if f := res.JSON["failures"].(map[string]any); len(f) != 0 {
 			t.Fatalf("failures: %s", res.Raw)
 		}
 		// Failures, per key: a bad signature, a key that does not match, an unknown device, a
 		// signature on bob's device (only master keys of other users may be signed).
-		wrongSig := signAs(t, alice.deviceKeysObject(), alice.UserID, "ed25519:"+acs.self.pub, newKeyPair())
-		changed := alice.deviceKeysObject()
+		wrongSig := servertest.SignAs(t, alice.DeviceKeysObject(), alice.UserID, "ed25519:"+acs.self.Base64, servertest.NewKey())
+		changed := alice.DeviceKeysObject()
 		changed["algorithms"] = []string{"other"}
 		res = s.Do(t, "POST", sigPath, alice.AccessToken, map[string]any{
 			alice.UserID: map[string]any{alice.DeviceID: wrongSig, "NODEVICE": devSigned},
-			bob.UserID:   map[string]any{bob.DeviceID: signAs(t, bob.deviceKeysObject(), alice.UserID, "ed25519:"+acs.user.pub, acs.user)}})
+			bob.UserID:   map[string]any{bob.DeviceID: servertest.SignAs(t, bob.DeviceKeysObject(), alice.UserID, "ed25519:"+acs.user.Base64, acs.user)}})
 		expect(t, res, 200, "")
 		failures := res.JSON["failures"].(map[string]any)
 		errcodeOf := func(user, key string) string {
@@ -539,7 +495,7 @@ func TestCrossSigning(t *testing.T) {
 			t.Fatalf("failures: %s", res.Raw)
 		}
 		res = s.Do(t, "POST", sigPath, alice.AccessToken, map[string]any{alice.UserID: map[string]any{
-			alice.DeviceID: signAs(t, changed, alice.UserID, "ed25519:"+acs.self.pub, acs.self)}})
+			alice.DeviceID: servertest.SignAs(t, changed, alice.UserID, "ed25519:"+acs.self.Base64, acs.self)}})
 		expect(t, res, 200, "")
 		if failures = res.JSON["failures"].(map[string]any); errcodeOf(alice.UserID, alice.DeviceID) != "M_INVALID_SIGNATURE" {
 			t.Fatalf("mismatching object: %s", res.Raw)
@@ -552,7 +508,7 @@ func TestCrossSigning(t *testing.T) {
 			dev := string(devicesIn(t, q, alice.UserID)[alice.DeviceID])
 			master := fmt.Sprint(q["master_keys"].(map[string]any)[alice.UserID])
 			bobMaster := fmt.Sprint(q["master_keys"].(map[string]any)[bob.UserID])
-			if !strings.Contains(dev, "ed25519:"+acs.self.pub) || !strings.Contains(master, alice.keyID()) || strings.Contains(bobMaster, acs.user.pub) {
+			if !strings.Contains(dev, "ed25519:"+acs.self.Base64) || !strings.Contains(master, alice.KeyID()) || strings.Contains(bobMaster, acs.user.Base64) {
 				t.Fatalf("%s sees device %s, master %s, bob's master %s", viewer.UserID, dev, master, bobMaster)
 			}
 			if q["user_signing_keys"].(map[string]any)[alice.UserID] != nil {
@@ -560,7 +516,7 @@ func TestCrossSigning(t *testing.T) {
 			}
 		}
 		q = keysQuery(t, s, alice.User, bob.UserID)
-		if !strings.Contains(fmt.Sprint(q["master_keys"].(map[string]any)[bob.UserID]), "ed25519:"+acs.user.pub) {
+		if !strings.Contains(fmt.Sprint(q["master_keys"].(map[string]any)[bob.UserID]), "ed25519:"+acs.user.Base64) {
 			t.Fatalf("alice does not see her signature on bob's master key: %v", q["master_keys"])
 		}
 
@@ -571,7 +527,7 @@ func TestCrossSigning(t *testing.T) {
 		if res.Status != 401 || res.Str("session") == "" || !strings.Contains(string(res.Raw), "m.login.password") {
 			t.Fatalf("replacement without auth: %d %s", res.Status, res.Raw)
 		}
-		if q := keysQuery(t, s, bob.User, alice.UserID); !strings.Contains(fmt.Sprint(q["master_keys"]), acs.master.pub) {
+		if q := keysQuery(t, s, bob.User, alice.UserID); !strings.Contains(fmt.Sprint(q["master_keys"]), acs.master.Base64) {
 			t.Fatalf("keys replaced without auth: %v", q["master_keys"])
 		}
 		newBody["auth"] = passwordAuth("alice", "wrong password", res.Str("session"))
@@ -579,12 +535,12 @@ func TestCrossSigning(t *testing.T) {
 		newBody["auth"] = passwordAuth("alice", "alice password", res.Str("session"))
 		expect(t, s.Do(t, "POST", path, alice.AccessToken, newBody), 200, "")
 		q = keysQuery(t, s, bob.User, alice.UserID)
-		if !strings.Contains(fmt.Sprint(q["master_keys"]), ncs.master.pub) || strings.Contains(string(devicesIn(t, q, alice.UserID)[alice.DeviceID]), acs.self.pub) {
+		if !strings.Contains(fmt.Sprint(q["master_keys"]), ncs.master.Base64) || strings.Contains(string(devicesIn(t, q, alice.UserID)[alice.DeviceID]), acs.self.Base64) {
 			t.Fatalf("after replacement: master %v, device %s", q["master_keys"], devicesIn(t, q, alice.UserID)[alice.DeviceID])
 		}
 		// Uploading only a new self-signing key still needs UIA.
 		expect(t, s.Do(t, "POST", path, alice.AccessToken, map[string]any{
-			"self_signing_key": signAs(t, csObject(alice.UserID, "self_signing", newKeyPair()), alice.UserID, "ed25519:"+ncs.master.pub, ncs.master)}), 401, "")
+			"self_signing_key": servertest.SignAs(t, csObject(alice.UserID, "self_signing", servertest.NewKey()), alice.UserID, "ed25519:"+ncs.master.Base64, ncs.master)}), 401, "")
 	})
 }
 
@@ -596,7 +552,7 @@ func TestKeysDeviceDeletion(t *testing.T) {
 		alice2 := withKeys(s.Login(t, "alice", "alice password"))
 		bob := s.Register(t, "bob", "bob password")
 		for _, d := range []keyDevice{alice, alice2} {
-			d.mustUpload(t, s, map[string]any{"device_keys": d.deviceKeys(t), "one_time_keys": d.otks(t, "K", 2), "fallback_keys": d.fallback(t, "F")})
+			d.mustUpload(t, s, map[string]any{"device_keys": d.DeviceKeys(t), "one_time_keys": d.otks(t, "K", 2), "fallback_keys": d.fallback(t, "F")})
 		}
 		before := deviceListsPosition(t, s)
 		expect(t, s.Do(t, "POST", keysV3+"/delete_devices", alice.AccessToken, map[string]any{
@@ -661,15 +617,15 @@ func TestKeysChanges(t *testing.T) {
 		room := res.Str("room_id")
 		expect(t, s.Do(t, "POST", keysV3+"/rooms/"+url.PathEscape(room)+"/join", bob.AccessToken, map[string]any{}), 200, "")
 		for _, d := range []keyDevice{alice, bob, carol} {
-			d.mustUpload(t, s, map[string]any{"device_keys": d.deviceKeys(t)})
+			d.mustUpload(t, s, map[string]any{"device_keys": d.DeviceKeys(t)})
 		}
 
 		// Bob re-keys: a new device with new keys. Carol, who shares no room, too.
 		tok0 := syncTokenNow(t, s)
 		bob2 := withKeys(s.Login(t, "bob", "bob password"))
-		bob2.mustUpload(t, s, map[string]any{"device_keys": bob2.deviceKeys(t)})
+		bob2.mustUpload(t, s, map[string]any{"device_keys": bob2.DeviceKeys(t)})
 		carol2 := withKeys(s.Login(t, "carol", "carol password"))
-		carol2.mustUpload(t, s, map[string]any{"device_keys": carol2.deviceKeys(t)})
+		carol2.mustUpload(t, s, map[string]any{"device_keys": carol2.DeviceKeys(t)})
 		tok1 := syncTokenNow(t, s)
 		if changed, left := keyChanges(t, s, alice.User, tok0, tok1); !slices.Equal(changed, []string{bob.UserID}) || len(left) != 0 {
 			t.Fatalf("changes (tok0, tok1]: changed %v left %v", changed, left)
@@ -705,7 +661,7 @@ func TestKeysDeactivation(t *testing.T) {
 	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
 		alice := withKeys(s.Register(t, "alice", "alice password"))
 		bob := s.Register(t, "bob", "bob password")
-		alice.mustUpload(t, s, map[string]any{"device_keys": alice.deviceKeys(t)})
+		alice.mustUpload(t, s, map[string]any{"device_keys": alice.DeviceKeys(t)})
 		acs := newCrossSigning()
 		expect(t, s.Do(t, "POST", keysV3+"/keys/device_signing/upload", alice.AccessToken, acs.body(t, alice.UserID, acs.master)), 200, "")
 		expect(t, s.Do(t, "POST", keysV3+"/room_keys/version", alice.AccessToken, map[string]any{

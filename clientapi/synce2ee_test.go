@@ -127,7 +127,7 @@ func TestSyncKeyCountsAndDeviceLists(t *testing.T) {
 		if r.OTKCount["signed_curve25519"] != 0 || r.Fallback == nil || len(r.Fallback) != 0 {
 			t.Fatalf("before upload: counts %v, fallback %v (want signed_curve25519: 0 and [])", r.OTKCount, r.Fallback)
 		}
-		alice.mustUpload(t, s, map[string]any{"device_keys": alice.deviceKeys(t), "one_time_keys": alice.otks(t, "a", 5),
+		alice.mustUpload(t, s, map[string]any{"device_keys": alice.DeviceKeys(t), "one_time_keys": alice.otks(t, "a", 5),
 			"fallback_keys": alice.fallback(t, "f")})
 		r = syncAs(t, s, alice.User, r.NextBatch, 0)
 		if r.OTKCount["signed_curve25519"] != 5 || !slices.Equal(r.Fallback, []string{"signed_curve25519"}) {
@@ -148,7 +148,7 @@ func TestSyncKeyCountsAndDeviceLists(t *testing.T) {
 		go func() { done <- syncAs(t, s, bob, b.NextBatch, 20000) }()
 		time.Sleep(200 * time.Millisecond)
 		alice2 := withKeys(s.Login(t, "alice", "password-alice"))
-		alice2.mustUpload(t, s, map[string]any{"device_keys": alice2.deviceKeys(t)})
+		alice2.mustUpload(t, s, map[string]any{"device_keys": alice2.DeviceKeys(t)})
 		var woke syncResult
 		select {
 		case woke = <-done:

@@ -165,26 +165,11 @@ func (t *ToDevice) ReceiveRemote(ctx context.Context, origin, sender, eventType,
 		if err := c.PurgeReceivedToDevice(ctx, now-receivedToDeviceLifetimeMS); err != nil {
 			return err
 		}
-		msgs, err := t.expand(ctx, c, local)
-		if err != nil || len(msgs) == 0 {
-			return err
-		}
-		if msgs, err = t.checkQueues(ctx, c, msgs); errors.Is(err, ErrQueueFull) {
+		recipients, err = t.deliver(ctx, c, sender, eventType, local)
+		if errors.Is(err, ErrQueueFull) {
 			return nil // recorded as received: a repeat would be refused the same way
-		} else if err != nil || len(msgs) == 0 {
-			return err
 		}
-		pos, err := c.NextPosition(ctx, storage.StreamToDevice)
-		if err != nil {
-			return err
-		}
-		for i := range msgs {
-			msgs[i].StreamPos, msgs[i].Sender, msgs[i].Type = pos, sender, eventType
-			if i == 0 || msgs[i].Localpart != msgs[i-1].Localpart {
-				recipients = append(recipients, spec.NewUserID(msgs[i].Localpart, t.opts.ServerName).String())
-			}
-		}
-		return c.InsertToDevice(ctx, msgs)
+		return err
 	})
 	if err != nil {
 		return false, err

@@ -131,24 +131,8 @@ func (t *ToDevice) Send(ctx context.Context, sender, senderDevice, eventType, tx
 		if fresh, err = c.InsertToDeviceTxn(ctx, from.Localpart(), senderDevice, eventType, txnID, t.Now().UnixMilli()); err != nil || !fresh {
 			return err
 		}
-		msgs, err := t.expand(ctx, c, local)
-		if err != nil || len(msgs) == 0 {
-			return err
-		}
-		if msgs, err = t.checkQueues(ctx, c, msgs); err != nil || len(msgs) == 0 {
-			return err
-		}
-		pos, err := c.NextPosition(ctx, storage.StreamToDevice)
-		if err != nil {
-			return err
-		}
-		for i := range msgs {
-			msgs[i].StreamPos, msgs[i].Sender, msgs[i].Type = pos, sender, eventType
-			if i == 0 || msgs[i].Localpart != msgs[i-1].Localpart {
-				recipients = append(recipients, spec.NewUserID(msgs[i].Localpart, t.opts.ServerName).String())
-			}
-		}
-		return c.InsertToDevice(ctx, msgs)
+		recipients, err = t.deliver(ctx, c, sender, eventType, local)
+		return err
 	})
 	if err != nil || !fresh {
 		return err
@@ -158,6 +142,31 @@ func (t *ToDevice) Send(ctx context.Context, sender, senderDevice, eventType, tx
 	}
 	t.sendRemote(ctx, sender, eventType, remote)
 	return nil
+}
+
+// deliver puts the messages of local (localpart → device ID or "*" → content) from sender into the
+// inboxes of the devices they reach, all at one new to-device position, and returns the user IDs
+// to wake. A full inbox fails it with ErrQueueFull, before anything is written.
+func (t *ToDevice) deliver(ctx context.Context, c storage.Conn, sender, eventType string, local map[string]map[string]json.RawMessage) ([]string, error) {
+	msgs, err := t.expand(ctx, c, local)
+	if err != nil || len(msgs) == 0 {
+		return nil, err
+	}
+	if msgs, err = t.checkQueues(ctx, c, msgs); err != nil || len(msgs) == 0 {
+		return nil, err
+	}
+	pos, err := c.NextPosition(ctx, storage.StreamToDevice)
+	if err != nil {
+		return nil, err
+	}
+	var recipients []string
+	for i := range msgs {
+		msgs[i].StreamPos, msgs[i].Sender, msgs[i].Type = pos, sender, eventType
+		if i == 0 || msgs[i].Localpart != msgs[i-1].Localpart {
+			recipients = append(recipients, spec.NewUserID(msgs[i].Localpart, t.opts.ServerName).String())
+		}
+	}
+	return recipients, c.InsertToDevice(ctx, msgs)
 }
 
 // expand turns the local part of a request into one message per existing device: "*" reaches

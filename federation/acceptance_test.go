@@ -3,16 +3,13 @@ package federation_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/hearthmx/homeserver/federation/fedclient"
 	"github.com/hearthmx/homeserver/homeserver/servertest"
 )
 
@@ -82,12 +79,8 @@ func (w *threeServers) stepStartAndCreateRoom(t *testing.T) {
 	w.alice = w.hs1.Register(t, "alice", "alice-password-1")
 	w.bob = w.hs2.Register(t, "bob", "bob-password-12")
 	w.carol = w.hs3.Register(t, "carol", "carol-password-1")
-	res := w.hs1.Do(t, "POST", "/_matrix/client/v3/createRoom", w.alice.AccessToken,
-		map[string]any{"preset": "public_chat", "room_alias_name": "lobby", "name": "Three servers"})
-	if res.Status != 200 {
-		t.Fatalf("createRoom: %d %s", res.Status, res.Raw)
-	}
-	w.roomID, w.alias = res.Str("room_id"), "#lobby:"+w.hs1.Config.ServerName
+	w.roomID = createRoom(t, w.hs1, w.alice, map[string]any{"preset": "public_chat", "room_alias_name": "lobby", "name": "Three servers"})
+	w.alias = "#lobby:" + w.hs1.Config.ServerName
 	w.aliceS, w.bobS, w.carlS = newSyncer(w.hs1, w.alice), newSyncer(w.hs2, w.bob), newSyncer(w.hs3, w.carol)
 	w.aliceS.waitFor(t, w.roomID, "the room's creation", func(evs []timelineEvent) bool { return hasMember(evs, w.alice.UserID, "join") })
 }
@@ -331,8 +324,7 @@ func (w *threeServers) stepACLRefusesHS3(t *testing.T) {
 	var out json.RawMessage
 	err := w.hs3.Federation.Client().DoJSON(ctx, w.hs1.Config.ServerName, "GET",
 		"/_matrix/federation/v1/state_ids/"+url.PathEscape(w.roomID)+"?event_id="+url.QueryEscape(aclID), nil, &out)
-	var fe *fedclient.Error
-	if !errors.As(err, &fe) || fe.Status != http.StatusForbidden || fe.Code != "M_FORBIDDEN" {
+	if !isFedError(err, http.StatusForbidden, "M_FORBIDDEN") {
 		t.Errorf("hs3's /state_ids after the ACL: %v, want 403 M_FORBIDDEN", err)
 	}
 
@@ -416,28 +408,6 @@ func allMessages(evs []timelineEvent) []string {
 	return out
 }
 
-// syncBody is the part of a /sync response the ephemeral steps read.
-type syncBody struct {
-	NextBatch string `json:"next_batch"`
-	Presence  struct {
-		Events []struct {
-			Type    string          `json:"type"`
-			Sender  string          `json:"sender"`
-			Content json.RawMessage `json:"content"`
-		} `json:"events"`
-	} `json:"presence"`
-	Rooms struct {
-		Join map[string]struct {
-			Ephemeral struct {
-				Events []struct {
-					Type    string          `json:"type"`
-					Content json.RawMessage `json:"content"`
-				} `json:"events"`
-			} `json:"ephemeral"`
-		} `json:"join"`
-	} `json:"rooms"`
-}
-
 // syncWatch follows a user's /sync from now on, on its own position (the timeline syncers are
 // left alone), for what is not in timelines: typing, receipts, presence.
 type syncWatch struct {
@@ -458,18 +428,8 @@ const watchFilter = `{"room":{"timeline":{"limit":1}}}`
 
 func (sw *syncWatch) once(t *testing.T, timeoutMS int) syncBody {
 	t.Helper()
-	q := "?timeout=" + fmt.Sprint(timeoutMS) + "&filter=" + url.QueryEscape(watchFilter)
-	if sw.next != "" {
-		q += "&since=" + url.QueryEscape(sw.next)
-	}
-	res := sw.hs.Do(t, "GET", "/_matrix/client/v3/sync"+q, sw.user.AccessToken, nil)
-	if res.Status != 200 {
-		t.Fatalf("sync %s: %d %s", sw.user.UserID, res.Status, res.Raw)
-	}
 	var b syncBody
-	if err := json.Unmarshal(res.Raw, &b); err != nil {
-		t.Fatal(err)
-	}
+	syncOnce(t, sw.hs, sw.user, sw.next, watchFilter, timeoutMS, &b)
 	sw.next = b.NextBatch
 	return b
 }
@@ -477,10 +437,7 @@ func (sw *syncWatch) once(t *testing.T, timeoutMS int) syncBody {
 // waitFor long-polls until a response satisfies cond (20 s at most).
 func (sw *syncWatch) waitFor(t *testing.T, what string, cond func(syncBody) bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond(sw.once(t, 500)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: timed out waiting for %s", sw.user.UserID, what)
-		}
-	}
+	var b syncBody
+	syncUntil(t, sw.user.UserID+": "+what, func() bool { return b.NextBatch != "" && cond(b) },
+		func() { b = sw.once(t, 500) }, func() string { return "last sync at " + sw.next })
 }

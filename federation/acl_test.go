@@ -74,14 +74,8 @@ func TestServerACL(t *testing.T) {
 		bob := sr.bob.UserID
 
 		// A second room shared by both, without an ACL.
-		res := sr.hs1.Do(t, "POST", "/_matrix/client/v3/createRoom", sr.alice.AccessToken, map[string]any{"preset": "public_chat"})
-		if res.Status != 200 {
-			t.Fatalf("createRoom: %d %s", res.Status, res.Raw)
-		}
-		other := res.Str("room_id")
-		if join := sr.hs2.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(other)+"?via="+url.QueryEscape(sr.name1), sr.bob.AccessToken, map[string]any{}); join.Status != 200 {
-			t.Fatalf("bob joins the second room: %d %s", join.Status, join.Raw)
-		}
+		other := createRoom(t, sr.hs1, sr.alice, map[string]any{"preset": "public_chat"})
+		joinVia(t, sr.hs2, sr.bob, other, sr.name1)
 		sr.aliceS.waitFor(t, other, "bob's join", func(evs []timelineEvent) bool { return hasMember(evs, bob, "join") })
 
 		// alice denies hs2 by its host (the port is not part of ACL matching).

@@ -194,7 +194,8 @@ func (a *API) Routes(r chi.Router, media ...func(chi.Router)) {
 		// Signed with X-Matrix.
 		r.Group(func(r chi.Router) {
 			r.Use(a.authenticate)
-			r.Use(unescapePathParams) // %40user%3Aserver as Synapse sends it (pathparam.go)
+			// Path parameters decoded: %40user%3Aserver as Synapse sends it (pathparam.go).
+			r.Use(unescapePathParams)
 			r.Use(a.aclGuard) // routes naming a {roomId}: 403 for servers the room's ACL denies (acl.go)
 			r.Get("/v1/query/profile", a.queryProfile)
 			r.Get("/v1/query/directory", a.handle(a.queryDirectory))

@@ -3,14 +3,12 @@ package federation_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/hearthmx/homeserver/federation/fedclient"
 	"github.com/hearthmx/homeserver/homeserver/servertest"
 	"github.com/hearthmx/homeserver/homeserver/storage"
 )
@@ -56,35 +54,15 @@ func bfPaginate(t *testing.T, hs *servertest.Server, u servertest.User, roomID, 
 	}
 }
 
-func bfCreateRoom(t *testing.T, hs *servertest.Server, u servertest.User, body map[string]any) string {
-	t.Helper()
-	res := hs.Do(t, "POST", "/_matrix/client/v3/createRoom", u.AccessToken, body)
-	if res.Status != 200 {
-		t.Fatalf("bfCreateRoom: %d %s", res.Status, res.Raw)
-	}
-	return res.Str("room_id")
-}
-
-func bfJoin(t *testing.T, hs *servertest.Server, u servertest.User, roomID, via string) {
-	t.Helper()
-	res := hs.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?via="+url.QueryEscape(via), u.AccessToken, map[string]any{})
-	if res.Status != 200 {
-		t.Fatalf("%s joins %s: %d %s", u.UserID, roomID, res.Status, res.Raw)
-	}
-}
-
 func bfHasType(evs []timelineEvent, typ string) bool {
 	return slices.ContainsFunc(evs, func(e timelineEvent) bool { return e.Type == typ })
 }
 
 func TestBackfillHistory(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		ca := servertest.NewCA(t)
-		hs1 := servertest.Start(t, backend, servertest.Federated(t, ca, ip1), fastRetry)
-		hs2 := servertest.Start(t, backend, servertest.Federated(t, ca, ip2), fastRetry)
-		alice := hs1.Register(t, "alice", "alice-password-1")
-		bob := hs2.Register(t, "bob", "bob-password-12")
-		roomID := bfCreateRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "History",
+		p := newFedPair(t, backend, fastRetry)
+		hs1, hs2, alice, bob := p.hs1, p.hs2, p.alice, p.bob
+		roomID := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "History",
 			"initial_state": []map[string]any{{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": "shared"}}}})
 		const n = 120
 		var want []string
@@ -95,7 +73,7 @@ func TestBackfillHistory(t *testing.T) {
 		}
 
 		// bob joins late: hs2 has the state and the join, no history.
-		bfJoin(t, hs2, bob, roomID, hs1.Config.ServerName)
+		joinVia(t, hs2, bob, roomID, hs1.Config.ServerName)
 		bobS := newSyncer(hs2, bob)
 		bobS.waitFor(t, roomID, "his own join", func(evs []timelineEvent) bool { return hasMember(evs, bob.UserID, "join") })
 		if got := messagesFrom(bobS.rooms[roomID], alice.UserID); len(got) != 0 {
@@ -156,18 +134,15 @@ func TestBackfillHistory(t *testing.T) {
 
 func TestBackfillJoinedVisibility(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		ca := servertest.NewCA(t)
-		hs1 := servertest.Start(t, backend, servertest.Federated(t, ca, ip1), fastRetry)
-		hs2 := servertest.Start(t, backend, servertest.Federated(t, ca, ip2), fastRetry)
-		alice := hs1.Register(t, "alice", "alice-password-1")
-		bob := hs2.Register(t, "bob", "bob-password-12")
-		roomID := bfCreateRoom(t, hs1, alice, map[string]any{"preset": "public_chat",
+		p := newFedPair(t, backend, fastRetry)
+		hs1, hs2, alice, bob := p.hs1, p.hs2, p.alice, p.bob
+		roomID := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat",
 			"initial_state": []map[string]any{{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": "joined"}}}})
 		var secret []string
 		for i := range 10 {
 			secret = append(secret, sendText(t, hs1, alice, roomID, fmt.Sprintf("secret %d", i)))
 		}
-		bfJoin(t, hs2, bob, roomID, hs1.Config.ServerName)
+		joinVia(t, hs2, bob, roomID, hs1.Config.ServerName)
 		bobS := newSyncer(hs2, bob)
 		bobS.waitFor(t, roomID, "his own join", func(evs []timelineEvent) bool { return hasMember(evs, bob.UserID, "join") })
 		sendText(t, hs1, alice, roomID, "visible")
@@ -215,8 +190,7 @@ func bfRequest(from *servertest.Server, to, roomID string, v []string, limit str
 
 func bfWantError(t *testing.T, what string, err error, status int, code string) {
 	t.Helper()
-	var fe *fedclient.Error
-	if !errors.As(err, &fe) || fe.Status != status || fe.Code != code {
+	if !isFedError(err, status, code) {
 		t.Errorf("%s: %v, want %d %s", what, err, status, code)
 	}
 }
@@ -323,7 +297,7 @@ func TestBackfillDropsForgedEvents(t *testing.T) {
 
 		hs3 := servertest.Start(t, backend, servertest.Federated(t, sr.ca, ip3), fastRetry)
 		carol := hs3.Register(t, "carol", "carol-password-1")
-		bfJoin(t, hs3, carol, sr.roomID, sr.name1)
+		joinVia(t, hs3, carol, sr.roomID, sr.name1)
 		carolS := newSyncer(hs3, carol)
 		carolS.waitFor(t, sr.roomID, "her own join", func(evs []timelineEvent) bool { return hasMember(evs, carol.UserID, "join") })
 

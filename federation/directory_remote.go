@@ -144,6 +144,11 @@ func (a *API) RemoteProfile(ctx context.Context, userID, field string) (map[stri
 	}
 	var fields map[string]json.RawMessage
 	err = a.queryRemote(ctx, u.ServerName(), "GET", path, &fields)
+	for k, v := range fields {
+		if string(v) == "null" {
+			delete(fields, k) // "omitted or set to null" are the same: not set
+		}
+	}
 	var fe *fedclient.Error
 	switch {
 	case errors.As(err, &fe) && fe.Status == http.StatusNotFound:

@@ -3,14 +3,12 @@ package federation_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/hearthmx/homeserver/federation/fedclient"
 	"github.com/hearthmx/homeserver/homeserver/servertest"
 )
 
@@ -37,26 +35,14 @@ func dirDecode[T any](t *testing.T, res servertest.Response) T {
 	return v
 }
 
-func dirCreateRoom(t *testing.T, hs *servertest.Server, u servertest.User, body map[string]any) string {
-	t.Helper()
-	res := hs.Do(t, "POST", "/_matrix/client/v3/createRoom", u.AccessToken, body)
-	if res.Status != 200 {
-		t.Fatalf("createRoom %v: %d %s", body, res.Status, res.Raw)
-	}
-	return res.Str("room_id")
-}
-
 func TestFederatedPublicRooms(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		ca := servertest.NewCA(t)
-		hs1 := servertest.Start(t, backend, servertest.Federated(t, ca, ip1))
-		hs2 := servertest.Start(t, backend, servertest.Federated(t, ca, ip2))
+		p := newFedPair(t, backend)
+		hs1, hs2, alice, bob := p.hs1, p.hs2, p.alice, p.bob
 		name1 := hs1.Config.ServerName
-		alice := hs1.Register(t, "alice", "alice-password-1")
-		bob := hs2.Register(t, "bob", "bob-password-12")
-		garden := dirCreateRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "visibility": "public", "name": "Gardening", "topic": "Roses and tulips"})
-		chess := dirCreateRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "visibility": "public", "name": "Chess club", "topic": "Openings"})
-		dirCreateRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "Unlisted"}) // not published
+		garden := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "visibility": "public", "name": "Gardening", "topic": "Roses and tulips"})
+		chess := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "visibility": "public", "name": "Chess club", "topic": "Openings"})
+		createRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "Unlisted"}) // not published
 
 		dir := "/_matrix/client/v3/publicRooms?server=" + url.QueryEscape(name1)
 		res := hs2.Do(t, "GET", dir, bob.AccessToken, nil)
@@ -143,19 +129,16 @@ func (p hierarchyPage) ids() []string {
 func TestFederatedHierarchy(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
 		ctx := context.Background()
-		ca := servertest.NewCA(t)
-		hs1 := servertest.Start(t, backend, servertest.Federated(t, ca, ip1))
-		hs2 := servertest.Start(t, backend, servertest.Federated(t, ca, ip2))
+		p := newFedPair(t, backend)
+		hs1, hs2, alice, bob := p.hs1, p.hs2, p.alice, p.bob
 		name1 := hs1.Config.ServerName
-		alice := hs1.Register(t, "alice", "alice-password-1")
-		bob := hs2.Register(t, "bob", "bob-password-12")
 
-		space := dirCreateRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "Our space", "creation_content": map[string]any{"type": "m.space"}})
-		sub := dirCreateRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "Sub space", "creation_content": map[string]any{"type": "m.space"}})
-		one := dirCreateRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "Public one"})
-		two := dirCreateRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "Public two"})
-		secret := dirCreateRoom(t, hs1, alice, map[string]any{"preset": "private_chat", "name": "Secret"})
-		deep := dirCreateRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "Deep"})
+		space := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "Our space", "creation_content": map[string]any{"type": "m.space"}})
+		sub := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "Sub space", "creation_content": map[string]any{"type": "m.space"}})
+		one := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "Public one"})
+		two := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "Public two"})
+		secret := createRoom(t, hs1, alice, map[string]any{"preset": "private_chat", "name": "Secret"})
+		deep := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "Deep"})
 		addChild := func(parent, child, order string, suggested bool) {
 			t.Helper()
 			res := hs1.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(parent)+"/state/m.space.child/"+url.PathEscape(child), alice.AccessToken,
@@ -201,8 +184,7 @@ func TestFederatedHierarchy(t *testing.T) {
 		// The secret room itself is not found for hs2; nor is a room hs1 does not know.
 		for _, id := range []string{secret, "!unknown:" + name1} {
 			_, err := hs2.Federation.Client().Do(ctx, name1, "GET", "/_matrix/federation/v1/hierarchy/"+url.PathEscape(id), nil)
-			var fe *fedclient.Error
-			if !errors.As(err, &fe) || fe.Status != 404 || fe.Code != "M_NOT_FOUND" {
+			if !isFedError(err, 404, "M_NOT_FOUND") {
 				t.Errorf("federated hierarchy of %s: %v", id, err)
 			}
 		}
@@ -239,9 +221,7 @@ func TestFederatedHierarchy(t *testing.T) {
 			t.Errorf("unknown room: %d %s", res.Status, res.Raw)
 		}
 		// Once bob joined the space, hs2 knows it but not its children: they still come from hs1.
-		if res := hs2.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(space)+"?via="+url.QueryEscape(name1), bob.AccessToken, map[string]any{}); res.Status != 200 {
-			t.Fatalf("bob joins the space: %d %s", res.Status, res.Raw)
-		}
+		joinVia(t, hs2, bob, space, name1)
 		res = hs2.Do(t, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(space)+"/hierarchy", bob.AccessToken, nil)
 		if got := dirDecode[hierarchyPage](t, res).ids(); !slices.Equal(got, []string{space, one, two, sub, deep}) {
 			t.Errorf("hierarchy of a joined space: %d %v", res.Status, got)
@@ -251,13 +231,10 @@ func TestFederatedHierarchy(t *testing.T) {
 
 func TestFederatedProfile(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		ca := servertest.NewCA(t)
-		hs1 := servertest.Start(t, backend, servertest.Federated(t, ca, ip1))
-		hs2 := servertest.Start(t, backend, servertest.Federated(t, ca, ip2))
+		p := newFedPair(t, backend)
+		hs1, hs2, alice, bob := p.hs1, p.hs2, p.alice, p.bob
 		name1 := hs1.Config.ServerName
-		alice := hs1.Register(t, "alice", "alice-password-1")
 		carol := hs1.Register(t, "carol", "carol-password-1")
-		bob := hs2.Register(t, "bob", "bob-password-12")
 		for key, value := range map[string]string{"displayname": "Alice Liddell", "avatar_url": "mxc://" + name1 + "/rabbit"} {
 			if res := hs1.Do(t, "PUT", "/_matrix/client/v3/profile/"+url.PathEscape(alice.UserID)+"/"+key, alice.AccessToken, map[string]any{key: value}); res.Status != 200 {
 				t.Fatalf("set %s: %d %s", key, res.Status, res.Raw)
@@ -327,13 +304,10 @@ func dirSendSpaced(t *testing.T, hs *servertest.Server, u servertest.User, roomI
 func TestFederatedTimestampToEvent(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
 		ctx := context.Background()
-		ca := servertest.NewCA(t)
-		hs1 := servertest.Start(t, backend, servertest.Federated(t, ca, ip1), fastRetry)
-		hs2 := servertest.Start(t, backend, servertest.Federated(t, ca, ip2), fastRetry)
+		p := newFedPair(t, backend, fastRetry)
+		hs1, hs2, alice, bob := p.hs1, p.hs2, p.alice, p.bob
 		name1 := hs1.Config.ServerName
-		alice := hs1.Register(t, "alice", "alice-password-1")
-		bob := hs2.Register(t, "bob", "bob-password-12")
-		roomID := dirCreateRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "History"})
+		roomID := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "History"})
 		m1, ts1 := dirSendSpaced(t, hs1, alice, roomID, "one")
 		m2, ts2 := dirSendSpaced(t, hs1, alice, roomID, "two")
 		m3, ts3 := dirSendSpaced(t, hs1, alice, roomID, "three")
@@ -351,14 +325,12 @@ func TestFederatedTimestampToEvent(t *testing.T) {
 			return a, err
 		}
 		// hs2 has no member yet and the history is shared: nothing for it.
-		if _, err := ask(ts2, "f"); !dirFedError(err, 404, "M_NOT_FOUND") {
+		if _, err := ask(ts2, "f"); !isFedError(err, 404, "M_NOT_FOUND") {
 			t.Fatalf("timestamp_to_event before hs2 is in the room: %v", err)
 		}
 
 		// bob joins: hs2 starts its copy of the room at his join.
-		if res := hs2.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?via="+url.QueryEscape(name1), bob.AccessToken, map[string]any{}); res.Status != 200 {
-			t.Fatalf("bob joins: %d %s", res.Status, res.Raw)
-		}
+		joinVia(t, hs2, bob, roomID, name1)
 		for _, c := range []struct {
 			ts   int64
 			dir  string
@@ -370,10 +342,10 @@ func TestFederatedTimestampToEvent(t *testing.T) {
 				t.Errorf("federated timestamp_to_event ts=%d dir=%s: %+v, %v; want %s at %d", c.ts, c.dir, got, err, c.want, c.at)
 			}
 		}
-		if _, err := ask(1, "b"); !dirFedError(err, 404, "M_NOT_FOUND") {
+		if _, err := ask(1, "b"); !isFedError(err, 404, "M_NOT_FOUND") {
 			t.Errorf("nothing before the room: %v", err)
 		}
-		if _, err := hs2.Federation.Client().Do(ctx, name1, "GET", "/_matrix/federation/v1/timestamp_to_event/"+url.PathEscape(roomID)+"?ts=1&dir=x", nil); !dirFedError(err, 400, "M_INVALID_PARAM") {
+		if _, err := hs2.Federation.Client().Do(ctx, name1, "GET", "/_matrix/federation/v1/timestamp_to_event/"+url.PathEscape(roomID)+"?ts=1&dir=x", nil); !isFedError(err, 400, "M_INVALID_PARAM") {
 			t.Errorf("dir=x: %v", err)
 		}
 
@@ -389,11 +361,6 @@ func TestFederatedTimestampToEvent(t *testing.T) {
 			t.Errorf("bob's timestamp_to_event backward from m3: %d %s, want %s", res.Status, res.Raw, m3)
 		}
 	})
-}
-
-func dirFedError(err error, status int, code string) bool {
-	var fe *fedclient.Error
-	return errors.As(err, &fe) && fe.Status == status && fe.Code == code
 }
 
 // TestDirectoryEndpointsAreSigned: the new endpoints refuse unsigned requests.

@@ -3,8 +3,6 @@ package federation_test
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -20,75 +18,37 @@ import (
 
 // End-to-end encryption across two servers: alice@hs1 and bob@hs2 share a room.
 
-// e2eKey is an ed25519 key of a device or a cross-signing key.
-type e2eKey struct {
-	priv ed25519.PrivateKey
-	pub  ed25519.PublicKey
-	b64  string
-}
+// e2eDevice is a logged-in device with its identity key, and what it uploads.
+type e2eDevice struct{ servertest.Device }
 
-func newE2EKey() e2eKey {
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	return e2eKey{priv: priv, pub: pub, b64: base64.RawStdEncoding.EncodeToString(pub)}
-}
-
-func e2eSign(t testing.TB, v any, userID, keyID string, k e2eKey) json.RawMessage {
-	t.Helper()
-	raw, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signed, err := event.SignJSON(raw, userID, keyID, k.priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signed
-}
-
-// e2eDevice is a logged-in device with its identity key.
-type e2eDevice struct {
-	servertest.User
-	key e2eKey
-}
-
-func (d e2eDevice) keyID() string { return "ed25519:" + d.DeviceID }
-
-func (d e2eDevice) sign(t testing.TB, v any) json.RawMessage {
-	return e2eSign(t, v, d.UserID, d.keyID(), d.key)
-}
-
-func (d e2eDevice) deviceKeys(t testing.TB) json.RawMessage {
-	return d.sign(t, map[string]any{"user_id": d.UserID, "device_id": d.DeviceID,
-		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
-		"keys":       map[string]string{d.keyID(): d.key.b64, "curve25519:" + d.DeviceID: "curve+" + d.DeviceID}})
-}
+func newE2EDevice(u servertest.User) e2eDevice { return e2eDevice{servertest.NewDevice(u)} }
 
 // uploadKeys uploads the device's identity keys, two one-time keys and a fallback key.
 func (d e2eDevice) uploadKeys(t testing.TB, hs *servertest.Server) {
 	t.Helper()
 	otks := map[string]json.RawMessage{}
 	for i := range 2 {
-		otks[fmt.Sprintf("signed_curve25519:otk%d", i)] = d.sign(t, map[string]any{"key": fmt.Sprintf("otk+%s+%d", d.DeviceID, i)})
+		otks[fmt.Sprintf("signed_curve25519:otk%d", i)] = d.Sign(t, map[string]any{"key": fmt.Sprintf("otk+%s+%d", d.DeviceID, i)})
 	}
 	res := hs.Do(t, "POST", "/_matrix/client/v3/keys/upload", d.AccessToken, map[string]any{
-		"device_keys": d.deviceKeys(t), "one_time_keys": otks,
-		"fallback_keys": map[string]json.RawMessage{"signed_curve25519:fb": d.sign(t, map[string]any{"key": "fb+" + d.DeviceID, "fallback": true})}})
+		"device_keys": d.DeviceKeys(t), "one_time_keys": otks,
+		"fallback_keys": map[string]json.RawMessage{"signed_curve25519:fb": d.Sign(t, map[string]any{"key": "fb+" + d.DeviceID, "fallback": true})}})
 	if res.Status != 200 {
 		t.Fatalf("keys/upload of %s: %d %s", d.DeviceID, res.Status, res.Raw)
 	}
 }
 
 // uploadCrossSigning uploads master, self-signing and user-signing keys; it returns the master key.
-func (d e2eDevice) uploadCrossSigning(t testing.TB, hs *servertest.Server) e2eKey {
+func (d e2eDevice) uploadCrossSigning(t testing.TB, hs *servertest.Server) servertest.Key {
 	t.Helper()
-	master, self, user := newE2EKey(), newE2EKey(), newE2EKey()
-	obj := func(usage string, k e2eKey) map[string]any {
-		return map[string]any{"user_id": d.UserID, "usage": []string{usage}, "keys": map[string]string{"ed25519:" + k.b64: k.b64}}
+	master, self, user := servertest.NewKey(), servertest.NewKey(), servertest.NewKey()
+	obj := func(usage string, k servertest.Key) map[string]any {
+		return map[string]any{"user_id": d.UserID, "usage": []string{usage}, "keys": map[string]string{"ed25519:" + k.Base64: k.Base64}}
 	}
 	res := hs.Do(t, "POST", "/_matrix/client/v3/keys/device_signing/upload", d.AccessToken, map[string]any{
 		"master_key":       obj("master", master),
-		"self_signing_key": e2eSign(t, obj("self_signing", self), d.UserID, "ed25519:"+master.b64, master),
-		"user_signing_key": e2eSign(t, obj("user_signing", user), d.UserID, "ed25519:"+master.b64, master),
+		"self_signing_key": servertest.SignAs(t, obj("self_signing", self), d.UserID, "ed25519:"+master.Base64, master),
+		"user_signing_key": servertest.SignAs(t, obj("user_signing", user), d.UserID, "ed25519:"+master.Base64, master),
 	})
 	if res.Status != 200 {
 		t.Fatalf("device_signing/upload: %d %s", res.Status, res.Raw)
@@ -120,14 +80,6 @@ func newE2ESync(t testing.TB, hs *servertest.Server, u servertest.User) *e2eSync
 
 func (s *e2eSync) once(t testing.TB, timeoutMS int) {
 	t.Helper()
-	q := fmt.Sprintf("?timeout=%d", timeoutMS)
-	if s.next != "" {
-		q += "&since=" + url.QueryEscape(s.next)
-	}
-	res := s.hs.Do(t, "GET", "/_matrix/client/v3/sync"+q, s.user.AccessToken, nil)
-	if res.Status != 200 {
-		t.Fatalf("sync %s: %d %s", s.user.UserID, res.Status, res.Raw)
-	}
 	var body struct {
 		NextBatch string `json:"next_batch"`
 		ToDevice  struct {
@@ -137,9 +89,7 @@ func (s *e2eSync) once(t testing.TB, timeoutMS int) {
 			Changed []string `json:"changed"`
 		} `json:"device_lists"`
 	}
-	if err := json.Unmarshal(res.Raw, &body); err != nil {
-		t.Fatal(err)
-	}
+	syncOnce(t, s.hs, s.user, s.next, "", timeoutMS, &body)
 	s.next = body.NextBatch
 	s.toDevice = append(s.toDevice, body.ToDevice.Events...)
 	s.changed = append(s.changed, body.DeviceLists.Changed...)
@@ -148,26 +98,18 @@ func (s *e2eSync) once(t testing.TB, timeoutMS int) {
 // waitChanged syncs until user appears in device_lists.changed (counting from the last reset).
 func (s *e2eSync) waitChanged(t testing.TB, user, why string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !slices.Contains(s.changed, user) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %s not in device_lists.changed (%s); got %v", s.user.UserID, user, why, s.changed)
-		}
-		s.once(t, 500)
-	}
+	syncUntil(t, fmt.Sprintf("%s: %s in device_lists.changed (%s)", s.user.UserID, user, why),
+		func() bool { return slices.Contains(s.changed, user) }, func() { s.once(t, 500) },
+		func() string { return fmt.Sprintf("got %v", s.changed) })
 	s.changed = nil
 }
 
 // waitToDevice syncs until a to-device message with this body arrived.
 func (s *e2eSync) waitToDevice(t testing.TB, body string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !slices.Contains(s.bodies(), body) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no to-device message %q; got %v", s.user.UserID, body, s.bodies())
-		}
-		s.once(t, 500)
-	}
+	syncUntil(t, fmt.Sprintf("%s: the to-device message %q", s.user.UserID, body),
+		func() bool { return slices.Contains(s.bodies(), body) }, func() { s.once(t, 500) },
+		func() string { return fmt.Sprintf("got %v", s.bodies()) })
 }
 
 func (s *e2eSync) bodies() []string {
@@ -176,17 +118,6 @@ func (s *e2eSync) bodies() []string {
 		out = append(out, fmt.Sprint(e.Content["body"]))
 	}
 	return out
-}
-
-// sendEDUs sends a transaction of EDUs from one server to another, directly.
-func sendEDUs(t testing.TB, from, to *servertest.Server, txnID string, edus ...map[string]any) {
-	t.Helper()
-	body := map[string]any{"origin": from.Config.ServerName, "origin_server_ts": time.Now().UnixMilli(), "pdus": []any{}, "edus": edus}
-	var resp map[string]any
-	if err := from.Federation.Client().DoJSON(context.Background(), to.Config.ServerName, "PUT",
-		"/_matrix/federation/v1/send/"+txnID, body, &resp); err != nil {
-		t.Fatalf("PUT /send/%s: %v", txnID, err)
-	}
 }
 
 func keysQueryOf(t testing.TB, hs *servertest.Server, u servertest.User, users ...string) map[string]json.RawMessage {
@@ -214,8 +145,8 @@ func testE2EEOverFederation(t *testing.T, backend string) {
 	hs3 := servertest.Start(t, backend, servertest.Federated(t, sr.ca, ip3), fastRetry)
 	aliceSync := newE2ESync(t, sr.hs1, sr.alice)
 	bobSync := newE2ESync(t, sr.hs2, sr.bob)
-	alice := e2eDevice{User: sr.alice, key: newE2EKey()}
-	bob := e2eDevice{User: sr.bob, key: newE2EKey()}
+	alice := newE2EDevice(sr.alice)
+	bob := newE2EDevice(sr.bob)
 
 	// Forged EDUs from hs3 about bob (a user of hs2) are ignored; bob's server's own reach alice
 	// once, however often they are sent.
@@ -267,10 +198,10 @@ func testE2EEOverFederation(t *testing.T, backend string) {
 	if devKeys == nil {
 		t.Fatalf("keys/query: no device keys of bob's device: %s", raw)
 	}
-	if err := event.VerifyJSON(devKeys, bob.UserID, bob.keyID(), bob.key.pub); err != nil {
+	if err := event.VerifyJSON(devKeys, bob.UserID, bob.KeyID(), bob.Key.Public); err != nil {
 		t.Errorf("bob's device keys as hs1 serves them do not verify: %v (%s)", err, devKeys)
 	}
-	if answer.MasterKeys[bob.UserID].Keys["ed25519:"+bobMaster.b64] != bobMaster.b64 {
+	if answer.MasterKeys[bob.UserID].Keys["ed25519:"+bobMaster.Base64] != bobMaster.Base64 {
 		t.Errorf("bob's master key = %+v", answer.MasterKeys[bob.UserID])
 	}
 	if answer.SelfSigningKeys[bob.UserID] == nil || answer.UserSigningKeys[bob.UserID] != nil {
@@ -295,7 +226,7 @@ func testE2EEOverFederation(t *testing.T, backend string) {
 			t.Fatalf("claim %d: want one key of bob's device: %s", i, res.Raw)
 		}
 		for id, k := range keys {
-			if err := event.VerifyJSON(k, bob.UserID, bob.keyID(), bob.key.pub); err != nil {
+			if err := event.VerifyJSON(k, bob.UserID, bob.KeyID(), bob.Key.Public); err != nil {
 				t.Errorf("claim %d: key %s not signed by bob's device: %v", i, id, err)
 			}
 			claimed = append(claimed, id)
@@ -322,7 +253,7 @@ func testE2EEOverFederation(t *testing.T, backend string) {
 	}
 
 	// A new login of bob, with keys: alice is told, and sees both devices.
-	bob2 := e2eDevice{User: sr.hs2.Login(t, "bob", bob.Password), key: newE2EKey()}
+	bob2 := newE2EDevice(sr.hs2.Login(t, "bob", bob.Password))
 	bob2.uploadKeys(t, sr.hs2)
 	aliceSync.waitChanged(t, bob.UserID, "bob logged in a new device")
 	if got := keysQueryOf(t, sr.hs1, alice.User, bob.UserID)["device_keys"]; !strings.Contains(string(got), bob2.DeviceID) ||
@@ -352,7 +283,7 @@ func testE2EEOverFederation(t *testing.T, backend string) {
 	}
 	for _, d := range devices.Devices {
 		if err := event.VerifyJSON(d.Keys, bob.UserID, "ed25519:"+d.DeviceID, map[string]ed25519.PublicKey{
-			bob.DeviceID: bob.key.pub, bob2.DeviceID: bob2.key.pub}[d.DeviceID]); err != nil {
+			bob.DeviceID: bob.Key.Public, bob2.DeviceID: bob2.Key.Public}[d.DeviceID]); err != nil {
 			t.Errorf("device %s keys: %v", d.DeviceID, err)
 		}
 	}
@@ -420,16 +351,8 @@ func TestDeviceListUpdatesSent(t *testing.T) {
 		hs1.Federation.SetEDUHandler("m.signing_key_update", capture("m.signing_key_update"))
 		alice := hs1.Register(t, "alice", "alice-password-1")
 		bobUser := hs2.Register(t, "bob", "bob-password-12")
-		bob := e2eDevice{User: bobUser, key: newE2EKey()}
-		room := hs1.Do(t, "POST", "/_matrix/client/v3/createRoom", alice.AccessToken, map[string]any{"preset": "public_chat"})
-		if room.Status != 200 {
-			t.Fatalf("createRoom: %d %s", room.Status, room.Raw)
-		}
-		join := hs2.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room.Str("room_id"))+"?via="+url.QueryEscape(hs1.Config.ServerName),
-			bob.AccessToken, map[string]any{})
-		if join.Status != 200 {
-			t.Fatalf("bob joins: %d %s", join.Status, join.Raw)
-		}
+		bob := newE2EDevice(bobUser)
+		joinVia(t, hs2, bob.User, createRoom(t, hs1, alice, map[string]any{"preset": "public_chat"}), hs1.Config.ServerName)
 		next := func(what string) edu {
 			t.Helper()
 			select {
@@ -472,7 +395,7 @@ func TestDeviceListUpdatesSent(t *testing.T) {
 		e := checkUpdate("a key upload", bob.DeviceID)
 		var keys json.RawMessage
 		field(e, "keys", &keys)
-		if err := event.VerifyJSON(keys, bob.UserID, bob.keyID(), bob.key.pub); err != nil {
+		if err := event.VerifyJSON(keys, bob.UserID, bob.KeyID(), bob.Key.Public); err != nil {
 			t.Fatalf("keys of the update: %v (%s)", err, keys)
 		}
 
@@ -492,12 +415,12 @@ func TestDeviceListUpdatesSent(t *testing.T) {
 			Keys map[string]string `json:"keys"`
 		}
 		field(e, "master_key", &masterKey)
-		if e.typ != "m.signing_key_update" || masterKey.Keys["ed25519:"+master.b64] != master.b64 || e.content["self_signing_key"] == nil {
+		if e.typ != "m.signing_key_update" || masterKey.Keys["ed25519:"+master.Base64] != master.Base64 || e.content["self_signing_key"] == nil {
 			t.Fatalf("after the cross-signing upload: %s %v", e.typ, e.content)
 		}
 
 		// A login without keys is not announced; its keys are.
-		bob2 := e2eDevice{User: hs2.Login(t, "bob", bob.Password), key: newE2EKey()}
+		bob2 := newE2EDevice(hs2.Login(t, "bob", bob.Password))
 		bob2.uploadKeys(t, hs2)
 		checkUpdate("a new login's keys", bob2.DeviceID)
 		if res := hs2.Do(t, "POST", "/_matrix/client/v3/logout", bob2.AccessToken, map[string]any{}); res.Status != 200 {

@@ -42,38 +42,12 @@ func newEphFollower(hs *servertest.Server, u servertest.User) *ephFollower {
 
 func (f *ephFollower) once(t *testing.T) {
 	t.Helper()
-	q := "?timeout=500"
-	if f.next != "" {
-		q += "&since=" + url.QueryEscape(f.next)
-	}
-	res := f.hs.Do(t, "GET", "/_matrix/client/v3/sync"+q, f.user.AccessToken, nil)
-	if res.Status != 200 {
-		t.Fatalf("sync %s: %d %s", f.user.UserID, res.Status, res.Raw)
-	}
-	var body struct {
-		NextBatch string `json:"next_batch"`
-		Presence  struct {
-			Events []struct {
-				Sender  string      `json:"sender"`
-				Content ephPresence `json:"content"`
-			} `json:"events"`
-		} `json:"presence"`
-		Rooms struct {
-			Join map[string]struct {
-				Ephemeral struct {
-					Events []struct {
-						Type    string          `json:"type"`
-						Content json.RawMessage `json:"content"`
-					} `json:"events"`
-				} `json:"ephemeral"`
-			} `json:"join"`
-		} `json:"rooms"`
-	}
-	if err := json.Unmarshal(res.Raw, &body); err != nil {
-		t.Fatal(err)
-	}
+	var body syncBody
+	syncOnce(t, f.hs, f.user, f.next, "", 500, &body)
 	for _, e := range body.Presence.Events {
-		f.presence[e.Sender] = e.Content
+		var p ephPresence
+		_ = json.Unmarshal(e.Content, &p)
+		f.presence[e.Sender] = p
 	}
 	for roomID, r := range body.Rooms.Join {
 		for _, e := range r.Ephemeral.Events {
@@ -103,27 +77,9 @@ func (f *ephFollower) once(t *testing.T) {
 // waitFor syncs until cond holds (20 s at most).
 func (f *ephFollower) waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: timed out waiting for %s (typing %v, receipts %v, presence %v)", f.user.UserID, what,
-				f.typing, f.receipts, f.presence)
-		}
-		f.once(t)
-	}
-}
-
-// sendEphemeralEDUs sends a transaction of EDUs from one server to another, signed by the sender; the
-// receiver processes its EDUs before it answers.
-func sendEphemeralEDUs(t *testing.T, from, to *servertest.Server, edus ...map[string]any) {
-	t.Helper()
-	body := map[string]any{"origin": from.Config.ServerName, "origin_server_ts": time.Now().UnixMilli(), "pdus": []any{}, "edus": edus}
-	var resp any
-	txn := fmt.Sprintf("eph-%d", time.Now().UnixNano())
-	if err := from.Federation.Client().DoJSON(context.Background(), to.Config.ServerName, "PUT",
-		"/_matrix/federation/v1/send/"+txn, body, &resp); err != nil {
-		t.Fatalf("PUT /send/%s: %v", txn, err)
-	}
+	syncUntil(t, f.user.UserID+": "+what, cond, func() { f.once(t) }, func() string {
+		return fmt.Sprintf("typing %v, receipts %v, presence %v", f.typing, f.receipts, f.presence)
+	})
 }
 
 func typingEDUFor(roomID, userID string, typing bool) map[string]any {
@@ -173,7 +129,7 @@ func TestFederatedEphemeral(t *testing.T) {
 			map[string]any{"presence": "online", "status_msg": "real"}); res.Status != 200 {
 			t.Fatalf("PUT presence: %d %s", res.Status, res.Raw)
 		}
-		sendEphemeralEDUs(t, sr.hs2, sr.hs1,
+		sendEDUs(t, sr.hs2, sr.hs1, "",
 			typingEDUFor(sr.roomID, alice, true),   // a user of another server
 			typingEDUFor(sr.roomID, mallory, true), // not in the room
 			typingEDUFor(sr.roomID, bob, true),
@@ -190,7 +146,7 @@ func TestFederatedEphemeral(t *testing.T) {
 		if st, err := sr.hs1.Presence.Get(ctx, alice, alice); err != nil || st.Presence != "online" || st.StatusMsg == nil || *st.StatusMsg != "real" {
 			t.Errorf("alice's presence on hs1 after a forged EDU: %+v %v", st, err)
 		}
-		sendEphemeralEDUs(t, sr.hs2, sr.hs1, typingEDUFor(sr.roomID, bob, false))
+		sendEDUs(t, sr.hs2, sr.hs1, "", typingEDUFor(sr.roomID, bob, false))
 		if got := sr.hs1.Typing.Typing(sr.roomID); len(got) != 0 {
 			t.Errorf("typing on hs1 after bob stopped: %v", got)
 		}
@@ -257,7 +213,7 @@ func TestFederatedEphemeral(t *testing.T) {
 			t.Fatalf("PUT m.room.server_acl: %d %s", res.Status, res.Raw)
 		}
 		last := sendText(t, sr.hs1, sr.alice, sr.roomID, "after the ACL")
-		sendEphemeralEDUs(t, sr.hs2, sr.hs1, typingEDUFor(sr.roomID, bob, true), receiptEDUFor(sr.roomID, map[string]string{bob: last}))
+		sendEDUs(t, sr.hs2, sr.hs1, "", typingEDUFor(sr.roomID, bob, true), receiptEDUFor(sr.roomID, map[string]string{bob: last}))
 		if got := sr.hs1.Typing.Typing(sr.roomID); len(got) != 0 {
 			t.Errorf("typing of a denied server applied: %v", got)
 		}
@@ -275,15 +231,8 @@ func TestFederatedPresenceLocalOnly(t *testing.T) {
 	hs2 := servertest.Start(t, "sqlite", servertest.Federated(t, ca, ip2), fastRetry)
 	alice := hs1.Register(t, "alice", "alice-password-1")
 	bob := hs2.Register(t, "bob", "bob-password-12")
-	res := hs1.Do(t, "POST", "/_matrix/client/v3/createRoom", alice.AccessToken, map[string]any{"preset": "public_chat"})
-	if res.Status != 200 {
-		t.Fatalf("createRoom: %d %s", res.Status, res.Raw)
-	}
-	roomID := res.Str("room_id")
-	if join := hs2.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?via="+url.QueryEscape(hs1.Config.ServerName),
-		bob.AccessToken, map[string]any{}); join.Status != 200 {
-		t.Fatalf("bob joins: %d %s", join.Status, join.Raw)
-	}
+	roomID := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat"})
+	joinVia(t, hs2, bob, roomID, hs1.Config.ServerName)
 	servertest.Eventually(t, 20*time.Second, func() error {
 		if m, err := hs1.Rooms.CurrentMembership(context.Background(), roomID, bob.UserID); err != nil || m != "join" {
 			return fmt.Errorf("bob's membership on hs1: %q %v", m, err)
@@ -292,7 +241,7 @@ func TestFederatedPresenceLocalOnly(t *testing.T) {
 	})
 
 	// Bob's presence from hs2 is ignored by hs1.
-	sendEphemeralEDUs(t, hs2, hs1, map[string]any{"edu_type": "m.presence", "content": map[string]any{"push": []any{
+	sendEDUs(t, hs2, hs1, "", map[string]any{"edu_type": "m.presence", "content": map[string]any{"push": []any{
 		map[string]any{"user_id": bob.UserID, "presence": "online", "status_msg": "hello", "last_active_ago": 1}}}})
 	if st, err := hs1.Presence.Get(context.Background(), alice.UserID, bob.UserID); err != nil || st.Presence != "offline" {
 		t.Errorf("bob's presence on hs1: %+v %v", st, err)

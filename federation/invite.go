@@ -75,7 +75,7 @@ func (a *API) invite(r *http.Request) (any, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	stripped := a.checkAll(ctx, v, body.InviteRoomState)
+	stripped, bare := a.strippedRoomState(ctx, v, body.InviteRoomState)
 	hasCreate := false
 	for _, s := range stripped {
 		if s.EffectiveRoomID() != roomID {
@@ -84,7 +84,7 @@ func (a *API) invite(r *http.Request) (any, error) {
 		hasCreate = hasCreate || s.Type == room.TypeCreate
 	}
 	if !hasCreate && v.RoomIDFromCreateEvent() {
-		return nil, spec.ErrMissingParam.With("invite_room_state has no valid m.room.create event")
+		return nil, spec.ErrInvalidParam.With("invite_room_state has no valid m.room.create event") // the spec's errcode
 	}
 	signed, err := a.rooms.SignPDU(p)
 	if err != nil {
@@ -93,7 +93,7 @@ func (a *API) invite(r *http.Request) (any, error) {
 	if p, err = event.Parse(v, signed); err != nil {
 		return nil, err
 	}
-	if err := a.rooms.RecordRemoteMembership(ctx, v, p, stripped); err != nil {
+	if err := a.rooms.RecordRemoteMembership(ctx, v, p, stripped, bare); err != nil {
 		return nil, err
 	}
 	return map[string]json.RawMessage{"event": signed}, nil
@@ -190,7 +190,7 @@ func (a *API) LeaveRemote(ctx context.Context, roomID, userID, reason string) (s
 		if err == nil {
 			path := "/_matrix/federation/v2/send_leave/" + url.PathEscape(roomID) + "/" + url.PathEscape(leave.EventID)
 			if err = a.client.DoJSON(ctx, srv, "PUT", path, json.RawMessage(leave.Raw), &struct{}{}); err == nil {
-				if err := a.rooms.RecordRemoteMembership(ctx, v, leave, nil); err != nil {
+				if err := a.rooms.RecordRemoteMembership(ctx, v, leave, nil, nil); err != nil {
 					return "", err
 				}
 				return leave.EventID, nil
@@ -224,7 +224,7 @@ func (a *API) leaveLocally(ctx context.Context, inv storage.Event, userID, reaso
 	if err != nil {
 		return "", err
 	}
-	if err := a.rooms.RecordRemoteMembership(ctx, v, p, nil); err != nil {
+	if err := a.rooms.RecordRemoteMembership(ctx, v, p, nil, nil); err != nil {
 		return "", err
 	}
 	return p.EventID, nil

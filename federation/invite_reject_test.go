@@ -3,35 +3,18 @@ package federation_test
 import (
 	"net/url"
 	"testing"
-	"time"
-
-	"github.com/hearthmx/homeserver/homeserver/servertest"
 )
 
 // An invite whose server is gone can still be rejected: the leave is recorded on this server only
 // (an out-of-band leave), and the invite leaves the user's /sync.
 func TestRejectInviteFromUnreachableServer(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		ca := servertest.NewCA(t)
-		hs1 := servertest.Start(t, backend, servertest.Federated(t, ca, ip1), fastRetry)
-		hs2 := servertest.Start(t, backend, servertest.Federated(t, ca, ip2), fastRetry)
-		alice := hs1.Register(t, "alice", "alice-password-1")
-		bob := hs2.Register(t, "bob", "bob-password-12")
+		p := newFedPair(t, backend, fastRetry)
+		hs1, hs2, alice, bob := p.hs1, p.hs2, p.alice, p.bob
 		bobS := newSyncer(hs2, bob)
 		bobS.once(t, 0)
-		res := hs1.Do(t, "POST", "/_matrix/client/v3/createRoom", alice.AccessToken,
-			map[string]any{"preset": "private_chat", "name": "Soon gone", "invite": []string{bob.UserID}})
-		if res.Status != 200 {
-			t.Fatalf("createRoom: %d %s", res.Status, res.Raw)
-		}
-		roomID := res.Str("room_id")
-		deadline := time.Now().Add(20 * time.Second)
-		for bobS.invites[roomID] == nil {
-			if time.Now().After(deadline) {
-				t.Fatal("bob was not invited")
-			}
-			bobS.once(t, 500)
-		}
+		roomID := createRoom(t, hs1, alice, map[string]any{"preset": "private_chat", "name": "Soon gone", "invite": []string{bob.UserID}})
+		bobS.waitUntil(t, "the invite", func() bool { return bobS.invites[roomID] != nil })
 		hs1.Stop()
 
 		leave := hs2.Do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/leave", bob.AccessToken,
@@ -39,13 +22,7 @@ func TestRejectInviteFromUnreachableServer(t *testing.T) {
 		if leave.Status != 200 {
 			t.Fatalf("rejecting the invite of a server that is down: %d %s", leave.Status, leave.Raw)
 		}
-		deadline = time.Now().Add(10 * time.Second)
-		for !bobS.left[roomID] {
-			if time.Now().After(deadline) {
-				t.Fatalf("the room is not in bob's rooms.leave; invites %v", bobS.invites)
-			}
-			bobS.once(t, 500)
-		}
+		bobS.waitUntil(t, "the room in rooms.leave", func() bool { return bobS.left[roomID] })
 		if bobS.invites[roomID] != nil {
 			t.Error("the invite is still in bob's /sync")
 		}

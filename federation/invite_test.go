@@ -3,9 +3,6 @@ package federation_test
 import (
 	"net/url"
 	"testing"
-	"time"
-
-	"github.com/hearthmx/homeserver/homeserver/servertest"
 )
 
 // TestFederatedInvites: alice@hs1 invites bob@hs2 to private rooms; bob sees each invite (with
@@ -13,11 +10,8 @@ import (
 // through make_leave/send_leave).
 func TestFederatedInvites(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		ca := servertest.NewCA(t)
-		hs1 := servertest.Start(t, backend, servertest.Federated(t, ca, ip1), fastRetry)
-		hs2 := servertest.Start(t, backend, servertest.Federated(t, ca, ip2), fastRetry)
-		alice := hs1.Register(t, "alice", "alice-password-1")
-		bob := hs2.Register(t, "bob", "bob-password-12")
+		p := newFedPair(t, backend, fastRetry)
+		hs1, hs2, alice, bob := p.hs1, p.hs2, p.alice, p.bob
 		aliceS, bobS := newSyncer(hs1, alice), newSyncer(hs2, bob)
 		bobS.once(t, 0)
 
@@ -26,11 +20,7 @@ func TestFederatedInvites(t *testing.T) {
 			if invite {
 				body["invite"] = []string{bob.UserID}
 			}
-			res := hs1.Do(t, "POST", "/_matrix/client/v3/createRoom", alice.AccessToken, body)
-			if res.Status != 200 {
-				t.Fatalf("createRoom: %d %s", res.Status, res.Raw)
-			}
-			return res.Str("room_id")
+			return createRoom(t, hs1, alice, body)
 		}
 		// One invite at creation, one with /invite.
 		accept := create("To accept", true)
@@ -39,13 +29,7 @@ func TestFederatedInvites(t *testing.T) {
 			map[string]any{"user_id": bob.UserID}); res.Status != 200 {
 			t.Fatalf("invite: %d %s", res.Status, res.Raw)
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for len(bobS.invites) < 2 {
-			if time.Now().After(deadline) {
-				t.Fatalf("bob's invites: %v", bobS.invites)
-			}
-			bobS.once(t, 500)
-		}
+		bobS.waitUntil(t, "both invites", func() bool { return len(bobS.invites) >= 2 })
 		for id, name := range map[string]string{accept: "To accept", reject: "To reject"} {
 			found := false
 			for _, e := range bobS.invites[id] {
@@ -71,13 +55,7 @@ func TestFederatedInvites(t *testing.T) {
 			t.Fatalf("reject invite: %d %s", res.Status, res.Raw)
 		}
 		aliceS.waitFor(t, reject, "bob's rejection", func(evs []timelineEvent) bool { return hasMember(evs, bob.UserID, "leave") })
-		deadline = time.Now().Add(20 * time.Second)
-		for !bobS.left[reject] {
-			if time.Now().After(deadline) {
-				t.Fatalf("bob's sync does not show the rejected room as left")
-			}
-			bobS.once(t, 500)
-		}
+		bobS.waitUntil(t, "the rejected room in rooms.leave", func() bool { return bobS.left[reject] })
 		if _, ok := bobS.invites[reject]; ok {
 			t.Errorf("the rejected invite is still shown")
 		}
@@ -88,17 +66,9 @@ func TestFederatedInvites(t *testing.T) {
 // invite-only room without an invite is refused with hs1's M_FORBIDDEN.
 func TestJoinByRemoteAlias(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		ca := servertest.NewCA(t)
-		hs1 := servertest.Start(t, backend, servertest.Federated(t, ca, ip1), fastRetry)
-		hs2 := servertest.Start(t, backend, servertest.Federated(t, ca, ip2), fastRetry)
-		alice := hs1.Register(t, "alice", "alice-password-1")
-		bob := hs2.Register(t, "bob", "bob-password-12")
-		res := hs1.Do(t, "POST", "/_matrix/client/v3/createRoom", alice.AccessToken,
-			map[string]any{"preset": "public_chat", "room_alias_name": "lobby"})
-		if res.Status != 200 {
-			t.Fatalf("createRoom: %d %s", res.Status, res.Raw)
-		}
-		roomID := res.Str("room_id")
+		p := newFedPair(t, backend, fastRetry)
+		hs1, hs2, alice, bob := p.hs1, p.hs2, p.alice, p.bob
+		roomID := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "room_alias_name": "lobby"})
 		alias := "#lobby:" + hs1.Config.ServerName
 		join := hs2.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(alias), bob.AccessToken, map[string]any{})
 		if join.Status != 200 || join.Str("room_id") != roomID {

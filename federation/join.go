@@ -124,18 +124,21 @@ func (a *API) acceptMembership(r *http.Request, membership string) (*event.PDU, 
 	case serverName(p.Sender) != origin:
 		return nil, spec.ErrInvalidParam.With("The sender is not on the requesting server")
 	}
-	if err := event.VerifyEventSignatures(ctx, v, p, a.keys.Key); err != nil {
-		return nil, spec.ErrInvalidParam.Withf("The event's signatures do not verify: %v", err)
-	}
-	if err := p.CheckContentHash(); err != nil {
-		return nil, spec.ErrInvalidParam.With("The event's content hash does not match")
-	}
+	// Signed by us first: a restricted join naming one of our users in
+	// join_authorised_via_users_server needs our signature to verify, and only we can add it
+	// (Synapse's joins of our restricted rooms were refused here).
 	signed, err := a.rooms.SignPDU(p)
 	if err != nil {
 		return nil, err
 	}
 	if p, err = event.Parse(v, signed); err != nil {
 		return nil, err
+	}
+	if err := event.VerifyEventSignatures(ctx, v, p, a.keys.Key); err != nil {
+		return nil, spec.ErrInvalidParam.Withf("The event's signatures do not verify: %v", err)
+	}
+	if err := p.CheckContentHash(); err != nil {
+		return nil, spec.ErrInvalidParam.With("The event's content hash does not match")
 	}
 	outs, err := a.rooms.ReceivePDUs(ctx, roomID, []room.Incoming{{PDU: p, Relay: true, RelayExcept: []string{origin}}})
 	if err != nil {
@@ -163,32 +166,21 @@ func (a *API) JoinRemote(ctx context.Context, roomID string, servers []string, u
 	if inv, err := a.rooms.RemoteMembership(ctx, roomID, userID); err == nil && inv.Membership == room.MembershipInvite {
 		servers = append([]string{serverName(inv.Sender)}, servers...) // the inviter's server is in the room
 	}
-	var errs []error
-	tried := map[string]bool{a.serverName: true}
-	for _, srv := range servers {
-		if tried[srv] {
-			continue
-		}
-		tried[srv] = true
-		id, err := a.joinVia(ctx, srv, roomID, userID, profile, reason)
-		if err == nil {
-			return id, nil
-		}
-		a.log.Info("federation: remote join failed", "room_id", roomID, "server", srv, "err", err)
+	join := func(srv string) (string, error) { return a.joinVia(ctx, srv, roomID, userID, profile, reason) }
+	return a.tryServers(servers, roomID, "join the room", join, func(err error) error {
 		var se *spec.Error
 		var fe *fedclient.Error
-		if errors.As(err, &se) && (se.Code == spec.ErrForbidden.Code || se.Code == ErrIncompatibleRoomVersion.Code) {
-			return "", err
+		switch {
+		case errors.As(err, &se) && (se.Code == spec.ErrForbidden.Code || se.Code == ErrIncompatibleRoomVersion.Code):
+			return err
+		case errors.As(err, &fe) && fe.Status == http.StatusForbidden:
+			return spec.ErrForbidden.With(fe.Message)
+		case errors.As(err, &fe) && fe.Code == ErrIncompatibleRoomVersion.Code:
+			// Every server of the room would say the same: this server lacks the room's version.
+			return ErrIncompatibleRoomVersion.With("This server does not support the room's version: " + fe.Message)
 		}
-		if errors.As(err, &fe) && fe.Status == http.StatusForbidden {
-			return "", spec.ErrForbidden.With(fe.Message)
-		}
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		return "", spec.ErrNotFound.With("No server to join the room through: give one with via or server_name")
-	}
-	return "", spec.ErrNotFound.With("Could not join the room through any of its servers").WithField("details", errors.Join(errs...).Error())
+		return nil
+	})
 }
 
 // ErrIncompatibleRoomVersion is M_INCOMPATIBLE_ROOM_VERSION (see room.ErrIncompatibleRoomVersion).
@@ -249,17 +241,7 @@ func (a *API) makeMembershipOn(ctx context.Context, server, endpoint, roomID, us
 
 // joinVia is the join handshake with one resident server.
 func (a *API) joinVia(ctx context.Context, server, roomID, userID string, profile room.MemberProfile, reason string) (string, error) {
-	extra := map[string]any{}
-	if profile.DisplayName != "" {
-		extra["displayname"] = profile.DisplayName
-	}
-	if profile.AvatarURL != "" {
-		extra["avatar_url"] = profile.AvatarURL
-	}
-	if reason != "" {
-		extra["reason"] = reason
-	}
-	v, join, err := a.makeMembershipOn(ctx, server, "make_join", roomID, userID, room.MembershipJoin, extra)
+	v, join, err := a.makeMembershipOn(ctx, server, "make_join", roomID, userID, room.MembershipJoin, memberExtra(profile, reason))
 	if err != nil {
 		return "", err
 	}

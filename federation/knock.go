@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 
@@ -58,47 +57,23 @@ func (a *API) sendKnock(r *http.Request) (any, error) {
 // then kept so that the user's /sync lists the room under rooms.knock. It returns the knock's
 // event ID.
 func (a *API) KnockRemote(ctx context.Context, roomID string, servers []string, userID string, profile room.MemberProfile, reason string) (string, error) {
-	var errs []error
-	tried := map[string]bool{a.serverName: true}
-	for _, srv := range servers {
-		if tried[srv] {
-			continue
-		}
-		tried[srv] = true
-		id, err := a.knockVia(ctx, srv, roomID, userID, profile, reason)
-		if err == nil {
-			return id, nil
-		}
-		a.log.Info("federation: remote knock failed", "room_id", roomID, "server", srv, "err", err)
+	knock := func(srv string) (string, error) { return a.knockVia(ctx, srv, roomID, userID, profile, reason) }
+	return a.tryServers(servers, roomID, "knock on the room", knock, func(err error) error {
 		var se *spec.Error
 		var fe *fedclient.Error
 		switch {
 		case errors.As(err, &se) && (se.Code == spec.ErrForbidden.Code || se.Code == ErrIncompatibleRoomVersion.Code):
-			return "", err
+			return err
 		case errors.As(err, &fe) && (fe.Status == http.StatusForbidden || fe.Code == ErrIncompatibleRoomVersion.Code):
-			return "", remoteRefusal("The room's server refused the knock", err)
+			return remoteRefusal("The room's server refused the knock", err)
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", srv, err))
-	}
-	if len(errs) == 0 {
-		return "", spec.ErrNotFound.With("No server to knock through: give one with via or server_name")
-	}
-	return "", spec.ErrNotFound.With("Could not knock on the room through any of its servers").WithField("details", errors.Join(errs...).Error())
+		return nil
+	})
 }
 
 // knockVia is the knock handshake with one resident server.
 func (a *API) knockVia(ctx context.Context, server, roomID, userID string, profile room.MemberProfile, reason string) (string, error) {
-	extra := map[string]any{}
-	if profile.DisplayName != "" {
-		extra["displayname"] = profile.DisplayName
-	}
-	if profile.AvatarURL != "" {
-		extra["avatar_url"] = profile.AvatarURL
-	}
-	if reason != "" {
-		extra["reason"] = reason
-	}
-	v, knock, err := a.makeMembershipOn(ctx, server, "make_knock", roomID, userID, room.MembershipKnock, extra)
+	v, knock, err := a.makeMembershipOn(ctx, server, "make_knock", roomID, userID, room.MembershipKnock, memberExtra(profile, reason))
 	if err != nil {
 		return "", err
 	}
@@ -109,14 +84,16 @@ func (a *API) knockVia(ctx context.Context, server, roomID, userID string, profi
 	if err := a.client.DoJSON(ctx, server, "PUT", path, json.RawMessage(knock.Raw), &resp); err != nil {
 		return "", err
 	}
-	// Entries that are not validly signed or not of this room are left out (the spec's SHOULD).
+	// Entries that are not validly signed or not of this room are left out (the spec's SHOULD);
+	// bare stripped state events are kept for display in room versions 1 to 11 (strippedstate.go).
 	var stripped []*event.PDU
-	for _, p := range a.checkAll(ctx, v, resp.KnockRoomState) {
+	full, bare := a.strippedRoomState(ctx, v, resp.KnockRoomState)
+	for _, p := range full {
 		if p.EffectiveRoomID() == roomID {
 			stripped = append(stripped, p)
 		}
 	}
-	if err := a.rooms.RecordRemoteMembership(ctx, v, knock, stripped); err != nil {
+	if err := a.rooms.RecordRemoteMembership(ctx, v, knock, stripped, bare); err != nil {
 		return "", err
 	}
 	return knock.EventID, nil

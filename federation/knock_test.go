@@ -63,12 +63,9 @@ func signedFedDo(t *testing.T, ca *servertest.CA, from, to *servertest.Server, m
 // refused; make_knock's own refusals.
 func TestFederatedKnocks(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		ca := servertest.NewCA(t)
-		hs1 := servertest.Start(t, backend, servertest.Federated(t, ca, ip1), fastRetry)
-		hs2 := servertest.Start(t, backend, servertest.Federated(t, ca, ip2), fastRetry)
+		p := newFedPair(t, backend, fastRetry)
+		ca, hs1, hs2, alice, bob := p.ca, p.hs1, p.hs2, p.alice, p.bob
 		name1 := hs1.Config.ServerName
-		alice := hs1.Register(t, "alice", "alice-password-1")
-		bob := hs2.Register(t, "bob", "bob-password-12")
 		aliceS := newSyncer(hs1, alice)
 
 		create := func(name, version, alias, rule string) string {
@@ -80,11 +77,7 @@ func TestFederatedKnocks(t *testing.T) {
 			if alias != "" {
 				body["room_alias_name"] = alias
 			}
-			res := hs1.Do(t, "POST", "/_matrix/client/v3/createRoom", alice.AccessToken, body)
-			if res.Status != 200 {
-				t.Fatalf("createRoom %s: %d %s", name, res.Status, res.Raw)
-			}
-			return res.Str("room_id")
+			return createRoom(t, hs1, alice, body)
 		}
 		knockRoom := create("Knock here", "", "knockers", "knock")
 		v12Room := create("Version 12", "12", "", "knock")

@@ -4,11 +4,12 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/hearthmx/homeserver/homeserver/account"
 	"github.com/hearthmx/homeserver/homeserver/spec"
 )
 
 // queryProfile is GET /_matrix/federation/v1/query/profile: the profile of one of our users, or
-// one field of it.
+// one field of it; a field the user has not set is left out (200 {}), 404 is for unknown users.
 func (a *API) queryProfile(w http.ResponseWriter, r *http.Request) {
 	userID := r.URL.Query().Get("user_id")
 	if userID == "" {
@@ -24,19 +25,26 @@ func (a *API) queryProfile(w http.ResponseWriter, r *http.Request) {
 		write(w, http.StatusBadRequest, spec.ErrInvalidParam.With("The user is not on this server"))
 		return
 	}
-	if field := r.URL.Query().Get("field"); field != "" {
-		v, err := a.accounts.ProfileField(r.Context(), userID, field)
-		if err != nil {
+	field := r.URL.Query().Get("field")
+	if field != "" {
+		if err := account.CheckProfileKey(field); err != nil {
 			a.writeError(w, r, err)
 			return
 		}
-		write(w, http.StatusOK, map[string]json.RawMessage{field: v})
-		return
 	}
-	fields, err := a.accounts.Profile(r.Context(), userID)
+	fields, err := a.accounts.PublicProfile(r.Context(), userID)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
+	}
+	if field != "" {
+		// Only that field, or nothing when it is not set (200 {}: the spec's "exclude it from the
+		// response body"; a 404 means the user does not exist).
+		one := map[string]json.RawMessage{}
+		if v, ok := fields[field]; ok {
+			one[field] = v
+		}
+		fields = one
 	}
 	write(w, http.StatusOK, fields)
 }

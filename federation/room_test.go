@@ -60,14 +60,6 @@ const syncFilter = `{"room":{"timeline":{"limit":100}}}`
 // once runs one /sync (long-polling up to timeoutMS) and records what it got.
 func (s *syncer) once(t testing.TB, timeoutMS int) {
 	t.Helper()
-	q := "?timeout=" + fmt.Sprint(timeoutMS) + "&filter=" + url.QueryEscape(syncFilter)
-	if s.next != "" {
-		q += "&since=" + url.QueryEscape(s.next)
-	}
-	res := s.hs.Do(t, "GET", "/_matrix/client/v3/sync"+q, s.user.AccessToken, nil)
-	if res.Status != 200 {
-		t.Fatalf("sync %s: %d %s", s.user.UserID, res.Status, res.Raw)
-	}
 	var body struct {
 		NextBatch string `json:"next_batch"`
 		Rooms     struct {
@@ -85,9 +77,7 @@ func (s *syncer) once(t testing.TB, timeoutMS int) {
 			Leave map[string]json.RawMessage `json:"leave"`
 		} `json:"rooms"`
 	}
-	if err := json.Unmarshal(res.Raw, &body); err != nil {
-		t.Fatal(err)
-	}
+	syncOnce(t, s.hs, s.user, s.next, syncFilter, timeoutMS, &body)
 	for id, r := range body.Rooms.Join {
 		if r.Timeline.Limited && s.next != "" {
 			t.Errorf("%s: sync timeline of %s limited: events would be skipped", s.user.UserID, id)
@@ -108,13 +98,16 @@ func (s *syncer) once(t testing.TB, timeoutMS int) {
 // waitFor syncs until cond holds for the events of roomID (20 s at most).
 func (s *syncer) waitFor(t testing.TB, roomID, what string, cond func(evs []timelineEvent) bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond(s.rooms[roomID]) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: timed out waiting for %s; timeline: %s", s.user.UserID, what, describe(s.rooms[roomID]))
-		}
-		s.once(t, 500)
-	}
+	syncUntil(t, s.user.UserID+": "+what, func() bool { return cond(s.rooms[roomID]) }, func() { s.once(t, 500) },
+		func() string { return "timeline: " + describe(s.rooms[roomID]) })
+}
+
+// waitUntil syncs until cond holds (20 s at most), for what is not in one room's timeline
+// (invites, rooms left).
+func (s *syncer) waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	syncUntil(t, s.user.UserID+": "+what, cond, func() { s.once(t, 500) },
+		func() string { return fmt.Sprintf("invites %v, left %v", s.invites, s.left) })
 }
 
 func describe(evs []timelineEvent) string {
@@ -177,9 +170,7 @@ func noDuplicates(t *testing.T, who string, evs []timelineEvent) {
 // sharedRoom starts hs1 and hs2, has alice@hs1 create a public room and bob@hs2 join it by room
 // ID through hs1, and waits until each side sees the join.
 type sharedRoom struct {
-	ca             *servertest.CA
-	hs1, hs2       *servertest.Server
-	alice, bob     servertest.User
+	fedPair
 	roomID         string
 	aliceS, bobS   *syncer
 	name1, name2   string
@@ -188,21 +179,13 @@ type sharedRoom struct {
 
 func newSharedRoom(t testing.TB, backend string, roomVersion string) *sharedRoom {
 	t.Helper()
-	sr := &sharedRoom{ca: servertest.NewCA(t), backend: backend, hs2IP: ip2}
-	sr.hs1 = servertest.Start(t, backend, servertest.Federated(t, sr.ca, ip1), fastRetry)
-	sr.hs2 = servertest.Start(t, backend, servertest.Federated(t, sr.ca, ip2), fastRetry)
+	sr := &sharedRoom{fedPair: newFedPair(t, backend, fastRetry), backend: backend, hs2IP: ip2}
 	sr.name1, sr.name2 = sr.hs1.Config.ServerName, sr.hs2.Config.ServerName
-	sr.alice = sr.hs1.Register(t, "alice", "alice-password-1")
-	sr.bob = sr.hs2.Register(t, "bob", "bob-password-12")
 	body := map[string]any{"preset": "public_chat", "name": "Across servers"}
 	if roomVersion != "" {
 		body["room_version"] = roomVersion
 	}
-	res := sr.hs1.Do(t, "POST", "/_matrix/client/v3/createRoom", sr.alice.AccessToken, body)
-	if res.Status != 200 {
-		t.Fatalf("createRoom: %d %s", res.Status, res.Raw)
-	}
-	sr.roomID = res.Str("room_id")
+	sr.roomID = createRoom(t, sr.hs1, sr.alice, body)
 	sr.aliceS, sr.bobS = newSyncer(sr.hs1, sr.alice), newSyncer(sr.hs2, sr.bob)
 	sr.aliceS.once(t, 0)
 	sr.bobS.once(t, 0)

@@ -3,7 +3,6 @@ package federation_test
 import (
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"testing"
 	"time"
 
@@ -16,12 +15,9 @@ import (
 // appears, or clients know neither the other members nor, say, that the room is encrypted.
 func TestRemoteJoinedRoomSyncHasState(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		ca := servertest.NewCA(t)
-		hs1 := servertest.Start(t, backend, servertest.Federated(t, ca, ip1), fastRetry)
-		hs2 := servertest.Start(t, backend, servertest.Federated(t, ca, ip2), fastRetry)
-		alice := hs1.Register(t, "alice", "alice-password-1")
-		bob := hs2.Register(t, "bob", "bob-password-12")
-		since := syncState(t, hs2, bob.AccessToken, "", "")
+		p := newFedPair(t, backend, fastRetry)
+		hs1, hs2, alice, bob := p.hs1, p.hs2, p.alice, p.bob
+		since := syncState(t, hs2, bob, "", "")
 
 		for _, invite := range []bool{false, true} {
 			body := map[string]any{"preset": "public_chat", "name": "Public"}
@@ -30,11 +26,7 @@ func TestRemoteJoinedRoomSyncHasState(t *testing.T) {
 					"initial_state": []any{map[string]any{"type": "m.room.encryption", "state_key": "",
 						"content": map[string]string{"algorithm": "m.megolm.v1.aes-sha2"}}}}
 			}
-			res := hs1.Do(t, "POST", "/_matrix/client/v3/createRoom", alice.AccessToken, body)
-			if res.Status != 200 {
-				t.Fatalf("createRoom: %d %s", res.Status, res.Raw)
-			}
-			roomID := res.Str("room_id")
+			roomID := createRoom(t, hs1, alice, body)
 			if invite {
 				servertest.Eventually(t, 20*time.Second, func() error {
 					var s struct {
@@ -42,41 +34,29 @@ func TestRemoteJoinedRoomSyncHasState(t *testing.T) {
 							Invite map[string]json.RawMessage `json:"invite"`
 						} `json:"rooms"`
 					}
-					_ = json.Unmarshal(hs2.Do(t, "GET", "/_matrix/client/v3/sync?timeout=0", bob.AccessToken, nil).Raw, &s)
+					syncOnce(t, hs2, bob, "", "", 0, &s)
 					if s.Rooms.Invite[roomID] == nil {
 						return fmt.Errorf("bob is not invited yet")
 					}
 					return nil
 				})
 			}
-			join := hs2.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?via="+url.QueryEscape(hs1.Config.ServerName),
-				bob.AccessToken, map[string]any{})
-			if join.Status != 200 {
-				t.Fatalf("join: %d %s", join.Status, join.Raw)
-			}
+			joinVia(t, hs2, bob, roomID, hs1.Config.ServerName)
 			want := []string{"m.room.create|", "m.room.power_levels|", "m.room.join_rules|",
 				"m.room.member|" + alice.UserID, "m.room.member|" + bob.UserID}
 			if invite {
 				want = append(want, "m.room.encryption|")
 			}
-			syncState(t, hs2, bob.AccessToken, since, roomID, want...) // incremental: the room appears
-			syncState(t, hs2, bob.AccessToken, "", roomID, want...)    // initial
+			syncState(t, hs2, bob, since, roomID, want...) // incremental: the room appears
+			syncState(t, hs2, bob, "", roomID, want...)    // initial
 		}
 	})
 }
 
 // syncState runs a /sync from since and checks that the state and timeline of roomID in it hold
 // the state events want ("type|state_key"); it returns next_batch.
-func syncState(t *testing.T, hs *servertest.Server, token, since, roomID string, want ...string) string {
+func syncState(t *testing.T, hs *servertest.Server, u servertest.User, since, roomID string, want ...string) string {
 	t.Helper()
-	path := "/_matrix/client/v3/sync?timeout=0"
-	if since != "" {
-		path += "&since=" + url.QueryEscape(since)
-	}
-	res := hs.Do(t, "GET", path, token, nil)
-	if res.Status != 200 {
-		t.Fatalf("sync: %d %s", res.Status, res.Raw)
-	}
 	var body struct {
 		NextBatch string `json:"next_batch"`
 		Rooms     struct {
@@ -90,15 +70,13 @@ func syncState(t *testing.T, hs *servertest.Server, token, since, roomID string,
 			} `json:"join"`
 		} `json:"rooms"`
 	}
-	if err := json.Unmarshal(res.Raw, &body); err != nil {
-		t.Fatal(err)
-	}
+	syncOnce(t, hs, u, since, "", 0, &body)
 	if roomID == "" {
 		return body.NextBatch
 	}
 	r, ok := body.Rooms.Join[roomID]
 	if !ok {
-		t.Fatalf("the room is not in rooms.join of the sync from %q: %s", since, res.Raw)
+		t.Fatalf("the room is not in rooms.join of the sync from %q; rooms.join has %d rooms", since, len(body.Rooms.Join))
 	}
 	has := map[string]bool{}
 	for _, e := range append(r.State.Events, r.Timeline.Events...) {

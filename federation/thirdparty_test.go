@@ -46,21 +46,14 @@ func (is identityServer) signed(t *testing.T, mxid, token string) json.RawMessag
 // hs1 sends the invite itself; forged or misdirected exchanges are refused.
 func TestFederatedThirdPartyInvites(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		ca := servertest.NewCA(t)
-		hs1 := servertest.Start(t, backend, servertest.Federated(t, ca, ip1), fastRetry)
-		hs2 := servertest.Start(t, backend, servertest.Federated(t, ca, ip2), fastRetry)
+		p := newFedPair(t, backend, fastRetry)
+		ca, hs1, hs2, alice, bob := p.ca, p.hs1, p.hs2, p.alice, p.bob
 		name1, name2 := hs1.Config.ServerName, hs2.Config.ServerName
-		alice := hs1.Register(t, "alice", "alice-password-1")
 		carol := hs1.Register(t, "carol", "carol-password-1")
-		bob := hs2.Register(t, "bob", "bob-password-12")
 		is := newIdentityServer(t)
 		aliceS, bobS := newSyncer(hs1, alice), newSyncer(hs2, bob)
 
-		res := hs1.Do(t, "POST", "/_matrix/client/v3/createRoom", alice.AccessToken, map[string]any{"preset": "private_chat", "name": "Invited by mail"})
-		if res.Status != 200 {
-			t.Fatalf("createRoom: %d %s", res.Status, res.Raw)
-		}
-		roomID := res.Str("room_id")
+		roomID := createRoom(t, hs1, alice, map[string]any{"preset": "private_chat", "name": "Invited by mail"})
 		pub := base64.RawStdEncoding.EncodeToString(is.pub)
 		for token, display := range map[string]string{"tok-bob": "b...@example.org", "tok-carol": "c...@example.org"} {
 			res := hs1.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.third_party_invite/"+token, alice.AccessToken,

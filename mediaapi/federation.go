@@ -2,6 +2,7 @@ package mediaapi
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -101,7 +102,11 @@ func (a *API) writeMultipart(w http.ResponseWriter, r *http.Request, ctype, file
 	if inline {
 		disp = "inline"
 	}
-	_, _ = mw.CreatePart(textproto.MIMEHeader{"Content-Type": {ctype}, "Content-Disposition": {contentDisposition(disp, fileName)}})
+	// The content part's headers are written by hand, Content-Type first: CreatePart sorts them
+	// (Content-Disposition first), and Synapse's multipart reader then takes the disposition for
+	// the content type and loses the file name (issue 7, interoperability).
+	fmt.Fprintf(&buf, "\r\n--%s\r\nContent-Type: %s\r\nContent-Disposition: %s\r\n\r\n",
+		mw.Boundary(), ctype, contentDisposition(disp, fileName))
 	prefix := buf.Len()
 	_ = mw.Close()
 	head, tail := buf.Bytes()[:prefix], buf.Bytes()[prefix:]

@@ -7,6 +7,8 @@
 // then every sender PUTs m.room.message events as fast as the server answers. The baseline is a
 // handler that decodes the same JSON body and answers {"event_id": ...}, served on loopback by
 // this process. It prints requests per second and latency percentiles of both, and their ratio.
+// With -pid (the server's process ID, on Linux), it also prints the CPU time the server spent
+// during the send phase, per request: unlike the rate, that figure holds on a busy machine.
 package main
 
 import (
@@ -21,6 +23,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,8 +34,9 @@ func main() {
 	senders := flag.Int("senders", 20, "concurrent senders")
 	duration := flag.Duration("duration", 10*time.Second, "how long each measurement runs")
 	baseline := flag.Bool("baseline", true, "also measure the bare net/http baseline")
+	pid := flag.Int("pid", 0, "the server's process ID: report its CPU time per request (Linux /proc)")
 	flag.Parse()
-	if err := run(*base, *senders, *duration, *baseline); err != nil {
+	if err := run(*base, *senders, *duration, *baseline, *pid); err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
 		os.Exit(1)
 	}
@@ -63,7 +67,7 @@ func (r result) String() string {
 
 var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, MaxConnsPerHost: 1024}}
 
-func run(base string, senders int, d time.Duration, baseline bool) error {
+func run(base string, senders int, d time.Duration, baseline bool, pid int) error {
 	var bareRes result
 	if baseline {
 		bare, stop, err := startBaseline()
@@ -83,6 +87,11 @@ func run(base string, senders int, d time.Duration, baseline bool) error {
 	if err != nil {
 		return err
 	}
+	cpu0, err := processCPU(pid)
+	if err != nil {
+		return err
+	}
+	io0 := processIO(pid)
 	hsRes := measure(senders, d, func(i int, n int64) (*http.Request, error) {
 		req, err := http.NewRequest("PUT", fmt.Sprintf("%s/_matrix/client/v3/rooms/%s/send/m.room.message/lt%d-%d", base, roomID, i, n),
 			bytes.NewReader(messageBody(n)))
@@ -91,11 +100,74 @@ func run(base string, senders int, d time.Duration, baseline bool) error {
 		}
 		return req, err
 	})
+	cpu1, err := processCPU(pid)
+	if err != nil {
+		return err
+	}
+	io1 := processIO(pid)
 	fmt.Printf("homeserver send path:       %s\n", hsRes)
+	if pid != 0 && hsRes.requests > 0 {
+		cpu := cpu1 - cpu0
+		fmt.Printf("server CPU: %.2f s in %.1f s (%.2f cores), %.0f µs per request\n", cpu.Seconds(), hsRes.elapsed.Seconds(),
+			cpu.Seconds()/hsRes.elapsed.Seconds(), float64(cpu.Microseconds())/float64(hsRes.requests))
+		if io0 != nil && io1 != nil {
+			// Bytes the server handed to write system calls (database pages, WAL, sockets) and how
+			// many such calls.
+			fmt.Printf("server writes: %.0f bytes and %.1f write calls per request\n",
+				float64(io1["wchar"]-io0["wchar"])/float64(hsRes.requests), float64(io1["syscw"]-io0["syscw"])/float64(hsRes.requests))
+		}
+	}
 	if baseline {
 		fmt.Printf("ratio: %.1f %% of the bare rate (%d senders, %s)\n", 100*hsRes.rate()/bareRes.rate(), senders, d)
 	}
 	return nil
+}
+
+// processCPU is the user + system CPU time a process has used so far (0 for pid 0), from
+// /proc/<pid>/stat, whose 14th and 15th fields count it in clock ticks (USER_HZ, 100 on Linux).
+func processCPU(pid int) (time.Duration, error) {
+	if pid == 0 {
+		return 0, nil
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces: count fields after it.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	const tick = 10 * time.Millisecond
+	return time.Duration(utime+stime) * tick, nil
+}
+
+// processIO reads the counters of /proc/<pid>/io (nil if unreadable: not Linux, or not our user).
+func processIO(pid int) map[string]int64 {
+	if pid == 0 {
+		return nil
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return nil
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			out[k] = n
+		}
+	}
+	return out
 }
 
 func messageBody(n int64) []byte {

@@ -76,6 +76,18 @@ func (s *Service) profileOwner(ctx context.Context, userID string) (string, erro
 // Profile is GET /profile/{userId}: every field of a user's profile. A user without any field has
 // no profile (M_NOT_FOUND), nor has a deactivated one.
 func (s *Service) Profile(ctx context.Context, userID string) (map[string]json.RawMessage, error) {
+	fields, err := s.PublicProfile(ctx, userID)
+	if err == nil && len(fields) == 0 {
+		return nil, spec.ErrNotFound.With("Profile not found")
+	}
+	return fields, err
+}
+
+// PublicProfile is the profile other servers get (GET /_matrix/federation/v1/query/profile):
+// every field of an existing, active user, possibly none. M_NOT_FOUND only for a user who does not
+// exist here or is deactivated: a field that is not set is left out, as the spec requires, not an
+// error (Synapse logs a failed request for every avatar_url it asks of a user without one).
+func (s *Service) PublicProfile(ctx context.Context, userID string) (map[string]json.RawMessage, error) {
 	localpart, err := s.profileOwner(ctx, userID)
 	if err != nil {
 		return nil, err
@@ -84,8 +96,8 @@ func (s *Service) Profile(ctx context.Context, userID string) (map[string]json.R
 	if err != nil {
 		return nil, err
 	}
-	if len(fields) == 0 {
-		return nil, spec.ErrNotFound.With("Profile not found")
+	if fields == nil {
+		fields = map[string]json.RawMessage{}
 	}
 	return fields, nil
 }

@@ -84,6 +84,11 @@ func (v Version) RoomIDFromCreateEvent() bool { return v.n >= 12 }
 // room ID implies it and it must not be cited).
 func (v Version) CreateEventInAuthEvents() bool { return v.n < 12 }
 
+// FullEventsInStrippedState: invite_room_state and knock_room_state must hold full, signed events
+// (v12+, the spec's SHOULD). Earlier versions accept the bare stripped state events (type,
+// state_key, sender, content) that servers sent before v1.16 and still send (Dendrite).
+func (v Version) FullEventsInStrippedState() bool { return v.n >= 12 }
+
 // PrivilegedCreators: the create event's sender and additional_creators have infinite power level
 // and cannot appear in m.room.power_levels (v12+).
 func (v Version) PrivilegedCreators() bool { return v.n >= 12 }

@@ -300,6 +300,20 @@ func (s *Service) wire(id string, st *state) wireState {
 // Set is PUT /presence/{userId}/status for the caller: the new state and status message ("" for
 // none). Setting a state counts as activity. With presence disabled it does nothing.
 func (s *Service) Set(ctx context.Context, userID, presence, statusMsg string) error {
+	return s.update(userID, presence, func(e *effects, st *state, now int64) {
+		st.remote = false // a user of this server, whatever was heard
+		st.lastActive = now
+		st.lastSync = max(st.lastSync, now)
+		if s.set(e, userID, st, presence, statusMsg, now, true) {
+			s.tellFederation(e, userID, st, now)
+		}
+		st.lastBeat = now
+	})
+}
+
+// update checks presence (online, unavailable or offline; M_INVALID_PARAM otherwise) and, with
+// presence enabled, runs apply on userID's state with mu held, then publishes that state.
+func (s *Service) update(userID, presence string, apply func(e *effects, st *state, now int64)) error {
 	switch presence {
 	case Online, Unavailable, Offline:
 	default:
@@ -312,13 +326,7 @@ func (s *Service) Set(ctx context.Context, userID, presence, statusMsg string) e
 	var e effects
 	s.mu.Lock()
 	st := s.user(userID)
-	st.remote = false // a user of this server, whatever was heard
-	st.lastActive = now
-	st.lastSync = max(st.lastSync, now)
-	if s.set(&e, userID, st, presence, statusMsg, now, true) {
-		s.tellFederation(&e, userID, st, now)
-	}
-	st.lastBeat = now
+	apply(&e, st, now)
 	e.publish = append(e.publish, s.wire(userID, st))
 	s.mu.Unlock()
 	s.run(e)

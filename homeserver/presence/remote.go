@@ -1,11 +1,5 @@
 package presence
 
-import (
-	"time"
-
-	"github.com/hearthmx/homeserver/homeserver/spec"
-)
-
 // Presence across servers (server-server API "Presence"):
 //
 //	Set, Syncing, the sweep ── a real change of a local user ── Federation.Presence
@@ -46,23 +40,9 @@ func (s *Service) tellFederation(e *effects, id string, st *state, now int64) {
 // was last active, and currently_active. Users sharing a room with them see it in /sync and
 // GET /presence. With presence disabled it does nothing.
 func (s *Service) Remote(userID, presence, statusMsg string, lastActiveAgo int64, currentlyActive bool) error {
-	switch presence {
-	case Online, Unavailable, Offline:
-	default:
-		return spec.ErrInvalidParam.With("presence must be online, unavailable or offline")
-	}
-	if !s.opts.Enabled {
-		return nil
-	}
-	now := time.Now().UnixMilli()
-	var e effects
-	s.mu.Lock()
-	st := s.user(userID)
-	s.applyRemote(&e, userID, st, presence, statusMsg, now-max(lastActiveAgo, 0), currentlyActive, now)
-	e.publish = append(e.publish, s.wire(userID, st))
-	s.mu.Unlock()
-	s.run(e)
-	return nil
+	return s.update(userID, presence, func(e *effects, st *state, now int64) {
+		s.applyRemote(e, userID, st, presence, statusMsg, now-max(lastActiveAgo, 0), currentlyActive, now)
+	})
 }
 
 // applyRemote sets a remote user's state; a change of presence, status message or

@@ -153,12 +153,7 @@ func (s *Service) walkBack(ctx context.Context, c storage.Conn, v event.Version,
 		if err != nil {
 			return nil, err
 		}
-		for _, id := range p.PrevEvents {
-			if !seen[id] {
-				seen[id] = true
-				pending = append(pending, id)
-			}
-		}
+		pending = appendUnseen(pending, seen, p.PrevEvents)
 	}
 	return out, nil
 }
@@ -213,16 +208,8 @@ func (s *Service) ReceiveBackfill(ctx context.Context, roomID string, in []Incom
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(in[a].PDU.Depth, in[b].PDU.Depth) })
 	err := s.write(ctx, func(t *txn) error {
-		rs, err := t.room(roomID)
+		rs, err := t.startReceiving(roomID, in)
 		if err != nil {
-			return err
-		}
-		t.recv = &received{metas: map[string]storage.EventMeta{}, queried: map[string]bool{}}
-		var ids []string
-		for _, inc := range in {
-			ids = append(append(append(ids, inc.PDU.EventID), inc.PDU.AuthEvents...), inc.PDU.PrevEvents...)
-		}
-		if _, err := t.metas(ids); err != nil {
 			return err
 		}
 		next, err := t.c.BackfillPositions(t.ctx, len(in))
@@ -246,44 +233,11 @@ func (s *Service) ReceiveBackfill(ctx context.Context, roomID string, in []Incom
 func (t *txn) receivePast(rs *roomState, inc Incoming, next *int64) (Outcome, error) {
 	p := inc.PDU
 	o := Outcome{EventID: p.EventID}
-	if p.EffectiveRoomID() != rs.roomID {
-		o.Err = rejected(p, "the event is not in room %s", rs.roomID)
-		return o, nil
-	}
-	metas, err := t.metas(append(append([]string{p.EventID}, p.AuthEvents...), p.PrevEvents...))
-	if err != nil {
+	a, ok, err := t.admit(rs, p, &o)
+	if !ok || err != nil {
 		return o, err
 	}
-	upgrading := false
-	if m, ok := metas[p.EventID]; ok {
-		switch {
-		case m.Rejected:
-			o.Err = rejected(p, "rejected before")
-			return o, nil
-		case !m.Outlier:
-			o.Duplicate = true
-			return o, nil
-		}
-		upgrading = true
-	}
-
-	// Step 4: the auth rules against the event's auth events.
-	authEvs, create, err := t.authEvents(rs, p, metas)
-	if errors.Is(err, ErrMissingAuthEvents) {
-		o.Err = err
-		return o, nil
-	} else if err != nil {
-		return o, err
-	}
-	var reject *RejectedError
-	for _, id := range p.AuthEvents {
-		if metas[id].Rejected {
-			reject = rejected(p, "auth event %s was rejected", id)
-		}
-	}
-	if reject == nil {
-		reject = t.check(rs, p, StateFromEvents(append(slices.Clone(authEvs), create)), authEvs)
-	}
+	metas, reject := a.metas, a.reject
 
 	// Step 5: against the state before the event. No step 6: the current state says nothing about
 	// an event of the past.
@@ -321,18 +275,8 @@ func (t *txn) receivePast(rs *roomState, inc Incoming, next *int64) (Outcome, er
 	if err != nil {
 		return o, err
 	}
-	var membership string
-	if p.Type == TypeMember {
-		membership = Membership(p)
-	}
-	rel := relationOf(p.Content)
-	row := storage.Event{
-		EventID: p.EventID, RoomID: rs.roomID, Type: p.Type, StateKey: p.StateKey, Sender: p.Sender,
-		Depth: p.Depth, OriginServerTS: p.OriginServerTS, StreamPos: pos, StateGroup: group, Membership: membership,
-		Rejected: reject != nil, RelatesTo: rel.EventID, RelType: rel.RelType, RelKey: rel.Key,
-		PDU: p.Raw, ClientJSON: p.ClientJSON(nil), PrevEvents: p.PrevEvents,
-	}
-	if upgrading {
+	row := receivedRow(rs.roomID, p, pos, group, reject != nil)
+	if a.upgrading {
 		if err := t.flushReceived(); err != nil {
 			return o, err
 		}
@@ -664,13 +608,7 @@ func (pv *pastView) canSee(ctx context.Context, e *storage.Event) (bool, error) 
 	for _, ev := range evs {
 		switch ev.EventID {
 		case hvID:
-			var c struct {
-				Content struct {
-					HistoryVisibility string `json:"history_visibility"`
-				} `json:"content"`
-			}
-			_ = json.Unmarshal(ev.ClientJSON, &c)
-			visibility = normaliseVisibility(c.Content.HistoryVisibility)
+			visibility = normaliseVisibility(historyVisibility(ev.ClientJSON))
 		case memberID:
 			membership = ev.Membership
 		}

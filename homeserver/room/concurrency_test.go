@@ -301,6 +301,9 @@ func BenchmarkSend(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			if st := svc.WriterStats(); st.Batches > 0 {
+				b.ReportMetric(float64(st.Jobs)/float64(st.Batches), "jobs/batch")
+			}
 		})
 	}
 }

@@ -152,7 +152,10 @@ func (s *Service) stateBeforeEvent(ctx context.Context, c storage.Conn, v event.
 }
 
 // authChain is every event reachable from ids through auth_events (ids themselves only when
-// reachable), in no particular order.
+// reachable), in no particular order. From v12, where events do not cite the create event because
+// the room ID implies it, the create event counts as an auth event of every other event: the
+// chain includes it, as other servers expect (Dendrite refuses a send_join answer whose
+// auth_chain lacks it).
 func (s *Service) authChain(ctx context.Context, c storage.Conn, v event.Version, ids []string) ([]storage.Event, error) {
 	seen := make(map[string]bool, len(ids))
 	var out []storage.Event
@@ -172,16 +175,27 @@ func (s *Service) authChain(ctx context.Context, c storage.Conn, v event.Version
 			if err != nil {
 				return nil, err
 			}
-			for _, a := range p.AuthEvents {
-				if !seen[a] {
-					seen[a] = true
-					frontier = append(frontier, a)
-				}
+			auth := p.AuthEvents
+			if !v.CreateEventInAuthEvents() && p.Type != TypeCreate {
+				auth = append(slices.Clip(auth), "$"+strings.TrimPrefix(e.RoomID, "!"))
 			}
+			frontier = appendUnseen(frontier, seen, auth)
 		}
 		start = false
 	}
 	return out, nil
+}
+
+// appendUnseen appends the ids not in seen to list and marks them seen: the step of the walks
+// through the event graph (auth chains, backfill).
+func appendUnseen(list []string, seen map[string]bool, ids []string) []string {
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			list = append(list, id)
+		}
+	}
+	return list
 }
 
 // versionForServer is the version of a room, for a server that has a member in it (errNotInRoom
@@ -363,13 +377,7 @@ func (sv *serverView) decide(ctx context.Context, e storage.Event) (bool, error)
 	for _, ev := range evs {
 		switch {
 		case ev.EventID == hvID:
-			var c struct {
-				Content struct {
-					HistoryVisibility string `json:"history_visibility"`
-				} `json:"content"`
-			}
-			_ = json.Unmarshal(ev.ClientJSON, &c)
-			visibility = normaliseVisibility(c.Content.HistoryVisibility)
+			visibility = normaliseVisibility(historyVisibility(ev.ClientJSON))
 		case ev.Membership == MembershipJoin:
 			joined = true
 		case ev.Membership == MembershipInvite:

@@ -87,16 +87,8 @@ type Outcome struct {
 func (s *Service) ReceivePDUs(ctx context.Context, roomID string, in []Incoming) ([]Outcome, error) {
 	out := make([]Outcome, len(in))
 	err := s.write(ctx, func(t *txn) error {
-		rs, err := t.room(roomID)
+		rs, err := t.startReceiving(roomID, in)
 		if err != nil {
-			return err
-		}
-		t.recv = &received{metas: map[string]storage.EventMeta{}, queried: map[string]bool{}}
-		var ids []string
-		for _, inc := range in {
-			ids = append(append(append(ids, inc.PDU.EventID), inc.PDU.AuthEvents...), inc.PDU.PrevEvents...)
-		}
-		if _, err := t.metas(ids); err != nil {
 			return err
 		}
 		for i, inc := range in {
@@ -189,50 +181,49 @@ func (s *Service) ReceiveOutliers(ctx context.Context, roomID string, v event.Ve
 	return out, err
 }
 
+// receivedRow is the stored row of p, an event of roomID received from another server, at stream
+// position pos in state group group.
+func receivedRow(roomID string, p *event.PDU, pos, group int64, rejected bool) storage.Event {
+	var membership string
+	if p.Type == TypeMember {
+		membership = Membership(p)
+	}
+	rel := relationOf(p.Content)
+	return storage.Event{
+		EventID: p.EventID, RoomID: roomID, Type: p.Type, StateKey: p.StateKey, Sender: p.Sender,
+		Depth: p.Depth, OriginServerTS: p.OriginServerTS, StreamPos: pos, StateGroup: group, Membership: membership,
+		Rejected: rejected, RelatesTo: rel.EventID, RelType: rel.RelType, RelKey: rel.Key,
+		PDU: p.Raw, ClientJSON: p.ClientJSON(nil), PrevEvents: p.PrevEvents,
+	}
+}
+
+// startReceiving opens roomID for a batch of events received from other servers: the room's
+// state, and one query for what is stored of the events and of every event they cite.
+func (t *txn) startReceiving(roomID string, in []Incoming) (*roomState, error) {
+	rs, err := t.room(roomID)
+	if err != nil {
+		return nil, err
+	}
+	t.recv = &received{metas: map[string]storage.EventMeta{}, queried: map[string]bool{}}
+	var ids []string
+	for _, inc := range in {
+		ids = append(append(append(ids, inc.PDU.EventID), inc.PDU.AuthEvents...), inc.PDU.PrevEvents...)
+	}
+	if _, err := t.metas(ids); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
 // receive is steps 4 to 6 and the persisting of one event.
 func (t *txn) receive(rs *roomState, inc Incoming) (Outcome, error) {
 	p, v := inc.PDU, rs.version
 	o := Outcome{EventID: p.EventID}
-	if p.EffectiveRoomID() != rs.roomID {
-		o.Err = rejected(p, "the event is not in room %s", rs.roomID)
-		return o, nil
-	}
-	ids := append(append([]string{p.EventID}, p.AuthEvents...), p.PrevEvents...)
-	metas, err := t.metas(ids)
-	if err != nil {
+	a, ok, err := t.admit(rs, p, &o)
+	if !ok || err != nil {
 		return o, err
 	}
-	upgrading := false
-	if m, ok := metas[p.EventID]; ok {
-		switch {
-		case m.Rejected:
-			o.Err = rejected(p, "rejected before")
-			return o, nil
-		case !m.Outlier:
-			o.Duplicate = true
-			return o, nil
-		}
-		upgrading = true
-	}
-
-	// Step 4: the auth rules against the event's auth events.
-	authEvs, create, err := t.authEvents(rs, p, metas)
-	if err != nil {
-		if errors.Is(err, ErrMissingAuthEvents) {
-			o.Err = err
-			return o, nil
-		}
-		return o, err
-	}
-	var reject *RejectedError
-	for _, id := range p.AuthEvents {
-		if metas[id].Rejected {
-			reject = rejected(p, "auth event %s was rejected", id)
-		}
-	}
-	if reject == nil {
-		reject = t.check(rs, p, StateFromEvents(append(slices.Clone(authEvs), create)), authEvs)
-	}
+	metas, reject := a.metas, a.reject
 
 	// Step 5: against the state before the event.
 	before, err := t.stateBefore(rs, p, inc.StateBefore, metas)
@@ -262,7 +253,58 @@ func (t *txn) receive(rs *roomState, inc Incoming) (Outcome, error) {
 			o.SoftFailed = true
 		}
 	}
-	return o, t.persistReceived(rs, inc, before, reject, &o, upgrading)
+	return o, t.persistReceived(rs, inc, before, reject, &o, a.upgrading)
+}
+
+// admission is what receive and receivePast learn of an event before its state before: what is
+// stored of it and of the events it cites, and the verdict of step 4.
+type admission struct {
+	metas     map[string]storage.EventMeta
+	upgrading bool           // the event is stored as an outlier and becomes a timeline event
+	reject    *RejectedError // step 4's rejection, if any
+}
+
+// admit checks that p is in rs's room, looks up what is stored of p and of its auth and prev
+// events, and runs step 4 (the auth rules against p's auth events). ok false means o is final:
+// not in the room, rejected before, a duplicate, or with auth events missing.
+func (t *txn) admit(rs *roomState, p *event.PDU, o *Outcome) (a admission, ok bool, err error) {
+	if p.EffectiveRoomID() != rs.roomID {
+		o.Err = rejected(p, "the event is not in room %s", rs.roomID)
+		return a, false, nil
+	}
+	a.metas, err = t.metas(append(append([]string{p.EventID}, p.AuthEvents...), p.PrevEvents...))
+	if err != nil {
+		return a, false, err
+	}
+	if m, stored := a.metas[p.EventID]; stored {
+		switch {
+		case m.Rejected:
+			o.Err = rejected(p, "rejected before")
+			return a, false, nil
+		case !m.Outlier:
+			o.Duplicate = true
+			return a, false, nil
+		}
+		a.upgrading = true
+	}
+
+	// Step 4: the auth rules against the event's auth events.
+	authEvs, create, err := t.authEvents(rs, p, a.metas)
+	if errors.Is(err, ErrMissingAuthEvents) {
+		o.Err = err
+		return a, false, nil
+	} else if err != nil {
+		return a, false, err
+	}
+	for _, id := range p.AuthEvents {
+		if a.metas[id].Rejected {
+			a.reject = rejected(p, "auth event %s was rejected", id)
+		}
+	}
+	if a.reject == nil {
+		a.reject = t.check(rs, p, StateFromEvents(append(slices.Clone(authEvs), create)), authEvs)
+	}
+	return a, true, nil
 }
 
 // check runs the auth rules against a state (with authEvs, also the rules on the auth events
@@ -343,16 +385,28 @@ func (rs *roomState) stateByID(id string, keys []StateKeyTuple) *event.PDU {
 	return nil
 }
 
-// loadPDUs reads and parses stored events; those not stored are absent from the result.
+// loadPDUs reads and parses stored events; those not stored are absent from the result. Events
+// this job parsed and stored (t.parsed) are taken from there.
 func (t *txn) loadPDUs(v event.Version, ids []string) (map[string]*event.PDU, error) {
+	out := make(map[string]*event.PDU, len(ids))
+	var read []string
+	for _, id := range ids {
+		if p := t.parsed[id]; p != nil {
+			out[id] = p
+		} else {
+			read = append(read, id)
+		}
+	}
+	if len(read) == 0 {
+		return out, nil
+	}
 	if err := t.flushReceived(); err != nil {
 		return nil, err
 	}
-	rows, err := t.c.Events(t.ctx, ids)
+	rows, err := t.c.Events(t.ctx, read)
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]*event.PDU, len(rows))
 	for _, e := range rows {
 		p, err := event.Parse(v, e.PDU)
 		if err != nil {
@@ -397,18 +451,8 @@ func (t *txn) persistReceived(rs *roomState, inc Incoming, before stateView, rej
 	if err != nil {
 		return err
 	}
-	var membership string
-	if p.Type == TypeMember {
-		membership = Membership(p)
-	}
-	rel := relationOf(p.Content)
-	row := storage.Event{
-		EventID: p.EventID, RoomID: rs.roomID, Type: p.Type, StateKey: p.StateKey, Sender: p.Sender,
-		Depth: p.Depth, OriginServerTS: p.OriginServerTS, StreamPos: pos, StateGroup: group, Membership: membership,
-		Rejected: reject != nil, SoftFailed: o.SoftFailed,
-		RelatesTo: rel.EventID, RelType: rel.RelType, RelKey: rel.Key,
-		PDU: p.Raw, ClientJSON: p.ClientJSON(nil), PrevEvents: p.PrevEvents,
-	}
+	row := receivedRow(rs.roomID, p, pos, group, reject != nil)
+	row.SoftFailed = o.SoftFailed
 	if upgrading {
 		if err = t.flushReceived(); err == nil {
 			err = t.c.UpgradeOutlier(t.ctx, row)
@@ -452,7 +496,7 @@ func (t *txn) persistReceived(rs *roomState, inc Incoming, before stateView, rej
 	switch {
 	case before.current && len(ext) == 1 && ext[0] == p.EventID:
 		if isState {
-			if err := t.c.SetCurrentState(t.ctx, rs.roomID, storage.StateKey(key), p.EventID, membership, pos); err != nil {
+			if err := t.c.SetCurrentState(t.ctx, rs.roomID, storage.StateKey(key), p.EventID, row.Membership, pos); err != nil {
 				return err
 			}
 			rs.state[key] = p
@@ -501,6 +545,7 @@ func (t *txn) persistReceived(rs *roomState, inc Incoming, before stateView, rej
 		if err := t.flushReceived(); err != nil {
 			return err
 		}
+		delete(t.parsed, p.RedactsID()) // its stored form may change now
 		if err := t.applyRedaction(rs, p, p.RedactsID()); err != nil && !errors.Is(err, spec.ErrForbidden) {
 			return err
 		}

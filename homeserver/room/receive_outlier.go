@@ -1,6 +1,7 @@
 package room
 
 import (
+	"maps"
 	"slices"
 
 	"github.com/hearthmx/homeserver/homeserver/event"
@@ -104,6 +105,12 @@ func (t *txn) storeOutliers(roomID string, v event.Version, pdus []*event.PDU) (
 		}
 		have[p.EventID] = p
 	}
+	// Later steps of the job (the current state of a room just joined) take these from here
+	// rather than reading and parsing them again.
+	if t.parsed == nil {
+		t.parsed = make(map[string]*event.PDU, len(have))
+	}
+	maps.Copy(t.parsed, have)
 	// A few rows per statement: one statement per event costs a round trip each on PostgreSQL
 	// (the state of a large room is thousands of events), while SQLite's driver looks each bound
 	// parameter up in a list as long as the statement's, so very long statements cost more.

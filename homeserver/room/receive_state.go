@@ -194,7 +194,8 @@ func (rs *roomState) currentIDs() storage.StateMap {
 }
 
 // setCurrentState replaces the room's current state with cur: the rows that differ are written
-// (at stream position pos) and rs.state is updated.
+// (at stream position pos, a few rows per statement) and rs.state is updated. The events come
+// from the job's parsed events (t.parsed: the state of a room just joined) or from storage.
 func (t *txn) setCurrentState(rs *roomState, cur storage.StateMap, pos int64) error {
 	var need []string
 	for k, id := range cur {
@@ -206,6 +207,8 @@ func (t *txn) setCurrentState(rs *roomState, cur storage.StateMap, pos int64) er
 	if err != nil {
 		return err
 	}
+	rows := make([]storage.CurrentStateRow, 0, len(need))
+	changed := make(map[StateKeyTuple]*event.PDU, len(need))
 	for k, id := range cur {
 		tk := StateKeyTuple(k)
 		if ev := rs.state[tk]; ev != nil && ev.EventID == id {
@@ -219,18 +222,22 @@ func (t *txn) setCurrentState(rs *roomState, cur storage.StateMap, pos int64) er
 		if ev.Type == TypeMember {
 			membership = Membership(ev)
 		}
-		if err := t.c.SetCurrentState(t.ctx, rs.roomID, k, id, membership, pos); err != nil {
-			return err
-		}
-		rs.state[tk] = ev
+		rows = append(rows, storage.CurrentStateRow{Key: k, EventID: id, Membership: membership})
+		changed[tk] = ev
 	}
+	var removed []StateKeyTuple
 	for k := range rs.state {
 		if _, ok := cur[storage.StateKey(k)]; !ok {
-			if err := t.c.SetCurrentState(t.ctx, rs.roomID, storage.StateKey(k), "", "", pos); err != nil {
-				return err
-			}
-			delete(rs.state, k)
+			rows = append(rows, storage.CurrentStateRow{Key: storage.StateKey(k)})
+			removed = append(removed, k)
 		}
+	}
+	if err := t.c.SetCurrentStates(t.ctx, rs.roomID, rows, pos); err != nil {
+		return err
+	}
+	maps.Copy(rs.state, changed)
+	for _, k := range removed {
+		delete(rs.state, k)
 	}
 	return nil
 }

@@ -29,6 +29,19 @@ var strippedStateTypes = []string{TypeCreate, TypeJoinRules, "m.room.name", "m.r
 // against the current state and signed by this server, without storing it, and returns it with
 // the room's stripped state (full events, as invite_room_state asks from v1.16).
 func (s *Service) PrepareInvite(ctx context.Context, roomID string, from Sender, target, reason string, isDirect bool) (event.Version, *event.PDU, []json.RawMessage, error) {
+	return s.prepareRemoteInvite(ctx, roomID, from.UserID, func(*roomState) (event.Proto, error) {
+		content := newMemberContent(MembershipInvite, MemberProfile{}, isDirect)
+		if reason != "" {
+			content["reason"] = reason
+		}
+		return event.Proto{Sender: from.UserID, Type: TypeMember, StateKey: &target, Content: mustJSON(content)}, nil
+	})
+}
+
+// prepareRemoteInvite builds the invite that proto makes from roomID's state, authorised against
+// the current state and signed by this server, without storing it, and returns it with the
+// room's stripped state and the membership of inviter (full events).
+func (s *Service) prepareRemoteInvite(ctx context.Context, roomID, inviter string, proto func(rs *roomState) (event.Proto, error)) (event.Version, *event.PDU, []json.RawMessage, error) {
 	var v event.Version
 	var pdu *event.PDU
 	var state []json.RawMessage
@@ -38,19 +51,20 @@ func (s *Service) PrepareInvite(ctx context.Context, roomID string, from Sender,
 			return err
 		}
 		v = rs.version
-		content := newMemberContent(MembershipInvite, MemberProfile{}, isDirect)
-		if reason != "" {
-			content["reason"] = reason
-		}
-		if pdu, err = t.prepare(rs, event.Proto{Sender: from.UserID, Type: TypeMember, StateKey: &target, Content: mustJSON(content)}); err != nil {
+		p, err := proto(rs)
+		if err != nil {
 			return err
 		}
+		if pdu, err = t.prepare(rs, p); err != nil {
+			return err
+		}
+		state = state[:0]
 		for _, typ := range strippedStateTypes {
 			if ev := rs.state[StateKeyTuple{typ, ""}]; ev != nil {
 				state = append(state, ev.Raw)
 			}
 		}
-		if ev := rs.state[StateKeyTuple{TypeMember, from.UserID}]; ev != nil {
+		if ev := rs.state[StateKeyTuple{TypeMember, inviter}]; ev != nil {
 			state = append(state, ev.Raw)
 		}
 		return nil
@@ -63,10 +77,31 @@ func (s *Service) PrepareInvite(ctx context.Context, roomID string, from Sender,
 // membership, so that /sync shows the invite (or the leave); stripped, the room's state events
 // that came with an invite, are stored (outside the timeline) and become the room's known state,
 // so that the invite shows the room's name. They are checked for signatures but cannot be
-// authorised before a join brings their auth chain. In a room this server is in, the event is
-// only stored as an outlier: it also arrives through /send, where it is processed in full.
-func (s *Service) RecordRemoteMembership(ctx context.Context, v event.Version, ev *event.PDU, stripped []*event.PDU) error {
+// authorised before a join brings their auth chain; bare, the entries that were stripped state
+// events rather than full events (room versions 1 to 11), are kept the same way but only for
+// display (StrippedEvent). In a room this server is in, the event is only stored as an outlier:
+// it also arrives through /send, where it is processed in full.
+func (s *Service) RecordRemoteMembership(ctx context.Context, v event.Version, ev *event.PDU, stripped []*event.PDU, bare []StrippedEvent) error {
 	roomID := ev.RoomID
+	var rows []storage.Event
+	for _, p := range stripped {
+		if p.StateKey == nil || *p.StateKey != "" || !slices.Contains(strippedStateTypes, p.Type) || p.EffectiveRoomID() != roomID {
+			continue
+		}
+		rows = append(rows, storage.Event{EventID: p.EventID, RoomID: roomID, Type: p.Type, StateKey: p.StateKey,
+			Sender: p.Sender, Depth: p.Depth, OriginServerTS: p.OriginServerTS, Outlier: true,
+			PDU: p.Raw, ClientJSON: p.ClientJSON(nil)})
+	}
+	for _, b := range bare {
+		if b.StateKey != "" || !slices.Contains(strippedStateTypes, b.Type) {
+			continue
+		}
+		row, err := b.storageEvent(roomID)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, row)
+	}
 	return s.write(ctx, func(t *txn) error {
 		if _, err := t.c.Room(t.ctx, roomID); err == nil {
 			_, err := t.storeOutliers(roomID, v, []*event.PDU{ev})
@@ -74,9 +109,9 @@ func (s *Service) RecordRemoteMembership(ctx context.Context, v event.Version, e
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return err
 		}
-		ids := make([]string, 0, len(stripped)+1)
-		for _, p := range stripped {
-			ids = append(ids, p.EventID)
+		ids := make([]string, 0, len(rows)+1)
+		for _, r := range rows {
+			ids = append(ids, r.EventID)
 		}
 		metas, err := t.c.EventMetas(t.ctx, append(ids, ev.EventID))
 		if err != nil {
@@ -86,19 +121,14 @@ func (s *Service) RecordRemoteMembership(ctx context.Context, v event.Version, e
 			return nil // a repeat
 		}
 		pos := t.pos.take()
-		for _, p := range stripped {
-			if p.StateKey == nil || *p.StateKey != "" || !slices.Contains(strippedStateTypes, p.Type) || p.EffectiveRoomID() != roomID {
-				continue
-			}
-			if _, ok := metas[p.EventID]; !ok {
-				if err := t.c.InsertEvent(t.ctx, storage.Event{EventID: p.EventID, RoomID: roomID, Type: p.Type, StateKey: p.StateKey,
-					Sender: p.Sender, Depth: p.Depth, OriginServerTS: p.OriginServerTS, Outlier: true,
-					PDU: p.Raw, ClientJSON: p.ClientJSON(nil)}); err != nil {
+		for _, r := range rows {
+			if _, ok := metas[r.EventID]; !ok {
+				if err := t.c.InsertEvent(t.ctx, r); err != nil {
 					return err
 				}
-				metas[p.EventID] = storage.EventMeta{EventID: p.EventID, Outlier: true}
+				metas[r.EventID] = storage.EventMeta{EventID: r.EventID, Outlier: true}
 			}
-			if err := t.c.SetCurrentState(t.ctx, roomID, storage.StateKey{Type: p.Type}, p.EventID, "", pos); err != nil {
+			if err := t.c.SetCurrentState(t.ctx, roomID, storage.StateKey{Type: r.Type}, r.EventID, "", pos); err != nil {
 				return err
 			}
 		}

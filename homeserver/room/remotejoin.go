@@ -66,6 +66,18 @@ func (s *Service) MakeMembership(ctx context.Context, roomID, userID, membership
 		if err != nil {
 			return spec.ErrBadJSON.With(err.Error())
 		}
+		if content["join_authorised_via_users_server"] != nil {
+			// The check below wants the authorising server's signature (rule 4.2), which
+			// send_join adds: sign the draft as it will be, or every restricted join of a
+			// user of another server is refused here (found federating with Synapse).
+			signed, err := s.SignPDU(pdu)
+			if err != nil {
+				return err
+			}
+			if pdu, err = event.Parse(v, signed); err != nil {
+				return err
+			}
+		}
 		if err := t.s.checker(v).Allowed(pdu, rs.lookup()); err != nil {
 			var ae *AuthError
 			if errors.As(err, &ae) {

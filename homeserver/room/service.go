@@ -159,7 +159,9 @@ func (s *Service) writer() {
 		}
 		batch := []*job{first}
 		if len(s.jobs) == 0 {
-			// Let the handlers that are running reach their enqueue before the batch starts.
+			// Let the handlers that are running reach their enqueue before the batch starts: one
+			// yield, so no waiting when nothing else runs, and with 20 busy senders twice as
+			// many jobs per transaction, each of which has a fixed cost (docs/performance.md).
 			runtime.Gosched()
 		}
 	drain:
@@ -232,10 +234,16 @@ func (s *Service) runBatch(batch []*job) {
 			if err := c.Savepoint(j.ctx); err != nil {
 				return err
 			}
+			took := alloc.next
 			if err := j.fn(t); err != nil {
 				results[i] = err
 				if rerr := c.RollbackToSavepoint(context.Background()); rerr != nil {
 					return rerr
+				}
+				if alloc.next != took { // it stored events, so it may have changed state maps
+					if rerr := t.restoreState(); rerr != nil {
+						return rerr
+					}
 				}
 				continue
 			}
@@ -266,8 +274,12 @@ func (s *Service) runBatch(batch []*job) {
 		return nil
 	})
 	if err != nil {
-		// Nothing was committed: the cache stays as it was and every job gets the error.
+		// Nothing was committed: the rooms the batch changed leave the cache (their state maps
+		// were changed in place), and every job gets the error.
 		s.log.Error("room write batch failed", "jobs", len(batch), "err", err)
+		for id := range committed {
+			delete(s.rooms, id)
+		}
 		for i := range results {
 			if results[i] == nil {
 				results[i] = err
@@ -334,8 +346,9 @@ func (s *Service) checker(v event.Version) *Checker {
 // errRoomNotFound is M_NOT_FOUND for rooms this server does not know.
 var errRoomNotFound = spec.ErrNotFound.With("Unknown room")
 
-// roomState is what the writer needs to build and authorise the next event of a room. It is
-// copied before a job changes it, so a failed job leaves no trace.
+// roomState is what the writer needs to build and authorise the next event of a room. A job
+// works on a copy that shares the state map (share; roomstate.go says how a failed job's changes
+// to the map are undone).
 type roomState struct {
 	roomID      string
 	version     event.Version
@@ -350,12 +363,10 @@ type roomState struct {
 	extremitiesDirty bool
 }
 
-func (rs *roomState) clone() *roomState {
+// share copies rs for a job, except the state map, which the copy shares: copying it would cost as
+// much as the room has state entries, for every event of a large room.
+func (rs *roomState) share() *roomState {
 	c := *rs
-	c.state = make(map[StateKeyTuple]*event.PDU, len(rs.state)+1)
-	for k, v := range rs.state {
-		c.state[k] = v
-	}
 	c.extremities = append([]string(nil), rs.extremities...)
 	return &c
 }
@@ -377,6 +388,8 @@ type txn struct {
 	rows *deferredRows
 	// recv buffers the events a ReceivePDUs job stores (nil in other jobs).
 	recv *received
+	// parsed are events this job stored as outliers, by ID, for loadPDUs.
+	parsed map[string]*event.PDU
 }
 
 // deferredRows are the rows of the deferred jobs of a batch, written by flush with one statement
@@ -480,7 +493,7 @@ func (t *txn) room(roomID string) (*roomState, error) {
 			return nil, err
 		}
 	}
-	rs := src.clone()
+	rs := src.share()
 	t.rooms[roomID] = rs
 	return rs, nil
 }

@@ -51,33 +51,9 @@ func thirdPartyInviteProto(rs *roomState, sender, target string, signed json.Raw
 // authorised against the current state and signed by this server, without storing it, for
 // exchange_third_party_invite. It returns it with the room's stripped state, as PrepareInvite.
 func (s *Service) PrepareThirdPartyInvite(ctx context.Context, roomID, sender, target string, signed json.RawMessage) (event.Version, *event.PDU, []json.RawMessage, error) {
-	var v event.Version
-	var pdu *event.PDU
-	var state []json.RawMessage
-	err := s.write(ctx, func(t *txn) error {
-		rs, err := t.room(roomID)
-		if err != nil {
-			return err
-		}
-		v = rs.version
-		proto, err := thirdPartyInviteProto(rs, sender, target, signed)
-		if err != nil {
-			return err
-		}
-		if pdu, err = t.prepare(rs, proto); err != nil {
-			return err
-		}
-		for _, typ := range strippedStateTypes {
-			if ev := rs.state[StateKeyTuple{typ, ""}]; ev != nil {
-				state = append(state, ev.Raw)
-			}
-		}
-		if ev := rs.state[StateKeyTuple{TypeMember, sender}]; ev != nil {
-			state = append(state, ev.Raw)
-		}
-		return nil
+	return s.prepareRemoteInvite(ctx, roomID, sender, func(rs *roomState) (event.Proto, error) {
+		return thirdPartyInviteProto(rs, sender, target, signed)
 	})
-	return v, pdu, state, err
 }
 
 // AppendThirdPartyInvite sends the invite of target (a user of this server) by sender made from

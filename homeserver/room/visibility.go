@@ -36,13 +36,7 @@ func loadViewer(ctx context.Context, c storage.Conn, roomID, userID string) (*vi
 		return nil, err
 	}
 	for i := range hv {
-		var ev struct {
-			Content struct {
-				HistoryVisibility string `json:"history_visibility"`
-			} `json:"content"`
-		}
-		_ = json.Unmarshal([]byte(hv[i].Value), &ev)
-		hv[i].Value = ev.Content.HistoryVisibility
+		hv[i].Value = historyVisibility([]byte(hv[i].Value))
 	}
 	return &viewer{userID: userID, memberships: ms, visibility: hv}, nil
 }
@@ -60,6 +54,18 @@ func at(h []storage.PosValue, pos int64, inclusive bool) string {
 		return ""
 	}
 	return h[i-1].Value
+}
+
+// historyVisibility is the history_visibility of an m.room.history_visibility event (as a client
+// sees it), as written ("" when it has none).
+func historyVisibility(clientJSON []byte) string {
+	var ev struct {
+		Content struct {
+			HistoryVisibility string `json:"history_visibility"`
+		} `json:"content"`
+	}
+	_ = json.Unmarshal(clientJSON, &ev)
+	return ev.Content.HistoryVisibility
 }
 
 func normaliseVisibility(v string) string {

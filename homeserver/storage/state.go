@@ -40,16 +40,38 @@ func (c Conn) CreateStateGroup(ctx context.Context, roomID string, prev int64, d
 		id, roomID, prev, chain); err != nil {
 		return 0, err
 	}
+	args := make([]any, 0, 4*min(len(entries), stateRowsPerInsert))
 	for k, ev := range entries {
 		if prev == 0 && ev == "" {
 			continue
 		}
-		if _, err := c.exec(ctx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
-			id, k.Type, k.StateKey, ev); err != nil {
-			return 0, err
+		args = append(args, id, k.Type, k.StateKey, ev)
+		if len(args) == 4*stateRowsPerInsert {
+			if err := c.insertStateEntries(ctx, args); err != nil {
+				return 0, err
+			}
+			args = args[:0]
 		}
 	}
+	if err := c.insertStateEntries(ctx, args); err != nil {
+		return 0, err
+	}
 	return id, nil
+}
+
+// stateRowsPerInsert is how many state rows (group entries, current state) one statement
+// writes: a room's first state group or the current state of a room just joined is thousands of
+// rows, one round trip each on PostgreSQL when written one by one, while the SQLite driver's
+// cost per bound parameter grows with the statement's parameters (see docs/performance.md).
+const stateRowsPerInsert = 64
+
+// insertStateEntries writes state_group_entries rows, args holding 4 values per row.
+func (c Conn) insertStateEntries(ctx context.Context, args []any) error {
+	if len(args) == 0 {
+		return nil
+	}
+	_, err := c.exec(ctx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES `+rowPlaceholders(len(args)/4, 4), args...)
+	return err
 }
 
 // StateGroup reads the full state of a group: one query for the chain of groups, one for their
@@ -103,6 +125,51 @@ func (c Conn) SetCurrentState(ctx context.Context, roomID string, key StateKey, 
 		ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, membership = excluded.membership,
 			stream_pos = excluded.stream_pos`, roomID, key.Type, key.StateKey, eventID, m, pos)
 	return err
+}
+
+// CurrentStateRow is one entry of a room's current state for SetCurrentStates: EventID "" removes
+// the entry; Membership is the membership of m.room.member events ("" for others).
+type CurrentStateRow struct {
+	Key        StateKey
+	EventID    string
+	Membership string
+}
+
+// SetCurrentStates writes entries of a room's current state at stream position pos, as
+// SetCurrentState does one by one, with one statement per stateRowsPerInsert rows. Each key may
+// appear once.
+func (c Conn) SetCurrentStates(ctx context.Context, roomID string, rows []CurrentStateRow, pos int64) error {
+	args := make([]any, 0, 6*min(len(rows), stateRowsPerInsert))
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
+		}
+		_, err := c.exec(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, membership, stream_pos) VALUES `+
+			rowPlaceholders(len(args)/6, 6)+` ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id,
+			membership = excluded.membership, stream_pos = excluded.stream_pos`, args...)
+		args = args[:0]
+		return err
+	}
+	for _, r := range rows {
+		if r.EventID == "" {
+			// Removals are rare (a state resolution dropping a key): one statement each.
+			if err := c.SetCurrentState(ctx, roomID, r.Key, "", "", pos); err != nil {
+				return err
+			}
+			continue
+		}
+		var m any
+		if r.Membership != "" {
+			m = r.Membership
+		}
+		args = append(args, roomID, r.Key.Type, r.Key.StateKey, r.EventID, m, pos)
+		if len(args) == 6*stateRowsPerInsert {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
 }
 
 // CurrentState reads a room's current state as a map.

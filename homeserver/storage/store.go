@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -46,6 +47,8 @@ type Store struct {
 	// writeMu serialises write transactions on SQLite, whose writer pool has a second connection
 	// only so that statements can be prepared while the first holds a transaction.
 	writeMu sync.Mutex
+	// commits counts the write transactions this Store tried to commit (Commits).
+	commits atomic.Uint64
 	// stopCheckpoints ends the SQLite background checkpointer.
 	stopCheckpoints chan struct{}
 	checkpointsDone chan struct{}
@@ -215,11 +218,20 @@ func (s *Store) Write(ctx context.Context, fn func(c Conn) error) error {
 		_ = tx.Rollback()
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	err = tx.Commit()
+	// Counted whatever the outcome: a commit that failed on the way back may have happened.
+	s.commits.Add(1)
+	if err != nil {
 		return fmt.Errorf("storage: commit: %w", s.dialect.mapError(err))
 	}
 	return nil
 }
+
+// Commits counts the write transactions of this Store that ended in a commit (or an attempt at
+// one), each counted once its commit returned: a read started after Commits returned n sees every
+// change this Store committed before the count reached n. Caches of what this node writes compare
+// it, as a version, with the count their answer was read at.
+func (s *Store) Commits() uint64 { return s.commits.Load() }
 
 // WriteRetry is Write, run again (up to 5 times) when the database aborted the transaction to
 // break a deadlock with another one (PostgreSQL). fn must be safe to run again: no effects outside

@@ -1,0 +1,39 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"strings"
+)
+
+// explainSQLite returns SQLite's plan of a query (EXPLAIN QUERY PLAN), one step per line, for
+// tests that keep hot queries on their indexes.
+func (s *Store) explainSQLite(ctx context.Context, query string, args ...any) (string, error) {
+	if s.dialect.name() != "sqlite" {
+		return "", errors.New("storage: query plans are checked on SQLite only")
+	}
+	rows, err := s.read.QueryContext(ctx, `EXPLAIN QUERY PLAN `+query, args...)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	var plan strings.Builder
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			return "", err
+		}
+		plan.WriteString(detail + "\n")
+	}
+	return plan.String(), rows.Err()
+}
+
+// ExplainTransactionEvents returns SQLite's plan of TransactionEvents for n keys.
+func (s *Store) ExplainTransactionEvents(ctx context.Context, n int) (string, error) {
+	args := make([]any, 3*n)
+	for i := range args {
+		args[i] = "x"
+	}
+	return s.explainSQLite(ctx, transactionEventsQuery(n), args...)
+}

@@ -1,0 +1,72 @@
+package storage_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/hearthmx/homeserver/homeserver/storage"
+	"github.com/hearthmx/homeserver/homeserver/storage/storagetest"
+)
+
+// TestTransactionEvents looks transaction IDs up in bulk: a key matches only when all three of
+// its fields do, and more keys than one statement binds are split across statements.
+func TestTransactionEvents(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		stored := []storage.Transaction{
+			{Localpart: "alice", DeviceID: "D1", TxnID: "t1", EventID: "$a1", TS: 1},
+			{Localpart: "alice", DeviceID: "D1", TxnID: "t2", EventID: "$a2", TS: 2},
+			{Localpart: "alice", DeviceID: "D2", TxnID: "t1", EventID: "$a3", TS: 3},
+			{Localpart: "bob", DeviceID: "D1", TxnID: "t1", EventID: "$b1", TS: 4},
+		}
+		for i := 0; i < 700; i++ {
+			stored = append(stored, storage.Transaction{Localpart: "carol", DeviceID: "D1", TxnID: fmt.Sprint("bulk", i),
+				EventID: fmt.Sprint("$c", i), TS: 5})
+		}
+		if err := s.Write(ctx, func(c storage.Conn) error { return c.InsertTransactions(ctx, stored) }); err != nil {
+			t.Fatal(err)
+		}
+		want := map[storage.Transaction]string{}
+		var keys []storage.Transaction
+		for _, tr := range stored {
+			k := storage.Transaction{Localpart: tr.Localpart, DeviceID: tr.DeviceID, TxnID: tr.TxnID}
+			keys = append(keys, k)
+			want[k] = tr.EventID
+		}
+		// Each differs from a stored key in one field only.
+		keys = append(keys,
+			storage.Transaction{Localpart: "alice", DeviceID: "D1", TxnID: "t3"},
+			storage.Transaction{Localpart: "alice", DeviceID: "D3", TxnID: "t2"},
+			storage.Transaction{Localpart: "dave", DeviceID: "D1", TxnID: "t1"})
+		got, err := s.Read().TransactionEvents(ctx, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Errorf("found %d transaction IDs, want %d", len(got), len(want))
+		}
+		for k, id := range want {
+			if got[k] != id {
+				t.Errorf("%+v: got %q, want %q", k, got[k], id)
+			}
+		}
+	})
+}
+
+// TestTransactionEventsUsePrimaryKey guards the SQLite plan of the lookup each batch of sends
+// makes: it must search the primary key, not scan a table that holds every transaction ID ever
+// used.
+func TestTransactionEventsUsePrimaryKey(t *testing.T) {
+	s := storagetest.Open(t, "sqlite")
+	for _, n := range []int{1, 20} {
+		plan, err := s.ExplainTransactionEvents(context.Background(), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(plan, "SCAN transaction_ids") || !strings.Contains(plan, "SEARCH transaction_ids USING INDEX sqlite_autoindex_transaction_ids_1") {
+			t.Errorf("lookup of %d transaction IDs does not search the primary key:\n%s", n, plan)
+		}
+	}
+}
