@@ -6,7 +6,7 @@ import (
 )
 
 // Backfill: the stream positions of events placed before a room's known history, and the
-// places where that history stops (backfill_extremities, migration 0015).
+// places where that history stops (backfill_extremities, migration 0014).
 
 // StreamBackfill counts the stream positions handed to backfilled events: they are negative and
 // go down (-1, -2, ...), so that every backfilled event sorts before the events this server

@@ -1,1 +1,0 @@
--- Reserved for this session's work (replace this file's content; the lead removes it if unused).
