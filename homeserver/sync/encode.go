@@ -2,6 +2,7 @@ package sync
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 )
 
@@ -20,9 +21,17 @@ func (r *Response) AppendJSON(b []byte) []byte {
 		b = jr.appendJSON(b)
 	}
 	b = append(b, `},"invite":`...)
-	b = appendMarshal(b, r.Rooms.Invite)
+	if len(r.Rooms.Invite) == 0 && r.Rooms.Invite != nil {
+		b = append(b, "{}"...) // nearly every response
+	} else {
+		b = appendMarshal(b, r.Rooms.Invite)
+	}
 	b = append(b, `,"knock":`...)
-	b = appendMarshal(b, r.Rooms.Knock)
+	if len(r.Rooms.Knock) == 0 && r.Rooms.Knock != nil {
+		b = append(b, "{}"...)
+	} else {
+		b = appendMarshal(b, r.Rooms.Knock)
+	}
 	b = append(b, `,"leave":{`...)
 	first = true
 	for id, lr := range r.Rooms.Leave {
@@ -49,11 +58,17 @@ func (r *Response) AppendJSON(b []byte) []byte {
 	}
 	if r.OneTimeKeysCount != nil {
 		b = append(b, `,"device_one_time_keys_count":`...)
-		b = appendMarshal(b, r.OneTimeKeysCount)
+		b = appendCounts(b, r.OneTimeKeysCount)
 	}
 	if r.UnusedFallbackKeyTypes != nil {
-		b = append(b, `,"device_unused_fallback_key_types":`...)
-		b = appendMarshal(b, r.UnusedFallbackKeyTypes)
+		b = append(b, `,"device_unused_fallback_key_types":[`...)
+		for i, k := range r.UnusedFallbackKeyTypes {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, k)
+		}
+		b = append(b, ']')
 	}
 	return append(b, '}')
 }
@@ -123,6 +138,23 @@ func appendEvents(b []byte, evs []json.RawMessage) []byte {
 		b = append(b, e...)
 	}
 	return append(b, ']')
+}
+
+// appendCounts appends a non-nil map of counts, keys sorted as encoding/json sorts them (every
+// response of a device with encryption carries one).
+func appendCounts(b []byte, m map[string]int) []byte {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = append(b, '{')
+	first := true
+	for _, k := range keys {
+		b = appendKey(b, &first, k)
+		b = strconv.AppendInt(b, int64(m[k]), 10)
+	}
+	return append(b, '}')
 }
 
 // appendKey appends an object member's key (and the comma before all but the first).

@@ -42,7 +42,11 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 	empty := &Response{NextBatch: "s0", Rooms: Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{},
 		Knock: map[string]*KnockedRoom{}, Leave: map[string]*LeftRoom{}},
 		Presence: EventList{Events: []json.RawMessage{}}, AccountData: EventList{Events: []json.RawMessage{}}}
-	for name, r := range map[string]*Response{"full": full, "empty": empty} {
+	keys := &Response{NextBatch: "s1", Rooms: Rooms{Join: map[string]*JoinedRoom{}, Leave: map[string]*LeftRoom{}},
+		Presence: EventList{Events: []json.RawMessage{}}, AccountData: EventList{Events: []json.RawMessage{}},
+		OneTimeKeysCount:       map[string]int{"signed_curve25519": 50, "curve25519": 0, "k\"<&>": 7},
+		UnusedFallbackKeyTypes: []string{"signed_curve25519", "x\"y"}}
+	for name, r := range map[string]*Response{"full": full, "empty": empty, "keys": keys} {
 		want, err := json.Marshal(r)
 		if err != nil {
 			t.Fatal(err)
@@ -56,7 +60,7 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 			t.Fatalf("%s: AppendJSON wrote invalid JSON: %v\n%s", name, err, got)
 		}
 		_ = json.Unmarshal(want, &w)
-		if !reflect.DeepEqual(g, w) {
+		if !reflect.DeepEqual(g, w) || name == "keys" && string(got) != string(want) {
 			t.Errorf("%s:\nAppendJSON %s\nMarshal    %s", name, got, want)
 		}
 	}

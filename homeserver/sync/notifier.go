@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	gosync "sync"
+	"sync/atomic"
 
 	"github.com/hearthmx/homeserver/homeserver/bus"
 	"github.com/hearthmx/homeserver/homeserver/storage"
@@ -52,6 +53,10 @@ type Notifier struct {
 	pendingMu gosync.Mutex
 	pending   []notice
 	kick      chan struct{}
+
+	// notices counts the bus notices of changes received (from any node), each counted before
+	// anyone is woken for it: the cached stream positions are current only while it stays put.
+	notices atomic.Uint64
 
 	// Written by the worker goroutine only, under roomsMu (JoinedAmong reads them).
 	roomsMu gosync.RWMutex
@@ -180,6 +185,7 @@ func (n *Notifier) wakeAll() {
 
 // receive is the bus callback: queue and return.
 func (n *Notifier) receive(data []byte) {
+	n.notices.Add(1)
 	var m notice
 	if err := json.Unmarshal(data, &m); err != nil || m.RoomID == "" && m.UserID == "" {
 		n.log.Warn("sync notifier: bad notice", "data", string(data))
@@ -191,6 +197,7 @@ func (n *Notifier) receive(data []byte) {
 // receiveReceipt is the bus callback of receipts: the room's members, or the user alone for a
 // private receipt.
 func (n *Notifier) receiveReceipt(data []byte) {
+	n.notices.Add(1)
 	var m notice
 	if err := json.Unmarshal(data, &m); err != nil || m.RoomID == "" || m.UserID == "" {
 		n.log.Warn("sync notifier: bad receipt notice", "data", string(data))

@@ -38,9 +38,9 @@ type Service struct {
 	keys     *e2ee.Service
 	toDevice *e2ee.ToDevice
 
-	// Reads shared by the connections woken together: the stream positions (a read that starts
-	// after the caller asked), and the events of rooms between two committed positions.
-	positions  *coalesce.Reader[map[string]int64]
+	// Reads shared by the connections woken together: the stream positions (kept while nothing
+	// was written, positions.go), and the events of rooms between two committed positions.
+	positions  *positionCache
 	roomEvents *coalesce.Cache[roomEventsKey, []storage.Event]
 	states     *coalesce.Cache[stateKey, storage.StateMap]
 }
@@ -87,7 +87,8 @@ func New(store *storage.Store, rooms *room.Service, n *Notifier, eph Ephemeral, 
 	s := &Service{store: store, rooms: rooms, notifier: n, eph: eph, log: log,
 		roomEvents: coalesce.NewCache[roomEventsKey, []storage.Event](3*time.Second, 4096),
 		states:     coalesce.NewCache[stateKey, storage.StateMap](3*time.Second, 256)}
-	s.positions = coalesce.NewReader(func(ctx context.Context) (map[string]int64, error) {
+	version := func() uint64 { return store.Commits() + n.notices.Load() }
+	s.positions = newPositionCache(version, func(ctx context.Context) (map[string]int64, error) {
 		return store.Read().Positions(ctx, append([]string{storage.StreamEvents, storage.StreamAccountData, storage.StreamReceipts}, e2eeStreams...)...)
 	})
 	return s

@@ -28,6 +28,7 @@ func NewBusWaker(n *Notifier, b *bus.Bus) (*BusWaker, error) {
 		return w, nil
 	}
 	sub, err := b.Subscribe(bus.SubjectWake, func(data []byte) {
+		n.notices.Add(1)
 		var m wakeMsg
 		if err := json.Unmarshal(data, &m); err != nil {
 			n.log.Warn("sync notifier: bad wake-up", "data", string(data))
@@ -78,6 +79,7 @@ func (w *BusWaker) send(m wakeMsg) {
 // ReceiveDeviceChange is the bus callback of SubjectDeviceChange (a device logged in or was
 // deleted; every node gets it): the user's room-mates on this node sync their device lists.
 func (n *Notifier) ReceiveDeviceChange(data []byte) {
+	n.notices.Add(1)
 	var m struct {
 		UserID string `json:"user_id"`
 	}

@@ -1,0 +1,156 @@
+package sync_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hearthmx/homeserver/homeserver/filter"
+	"github.com/hearthmx/homeserver/homeserver/room"
+	"github.com/hearthmx/homeserver/homeserver/servertest"
+	"github.com/hearthmx/homeserver/homeserver/storage/storagetest"
+	hsync "github.com/hearthmx/homeserver/homeserver/sync"
+)
+
+// BenchmarkFanOut is the server's side of a fan-out (cmd/syncload -scenario fanout) without HTTP:
+// receivers long-poll the sync service in one public room, each op sends one message and waits
+// until every receiver has built and encoded a response holding it. Besides the wall time it
+// reports the process's CPU time per message and per response, which other work on the machine
+// changes much less.
+//
+//	go test ./homeserver/sync -run '^$' -bench FanOut -benchtime 200x
+//
+// -fanout.cpuprofile FILE profiles the timed part only (-cpuprofile would mostly show the setup).
+func BenchmarkFanOut(b *testing.B) {
+	for _, backend := range storagetest.Backends {
+		for _, n := range []int{100, 1000} {
+			b.Run(fmt.Sprintf("%s/%d", backend, n), func(b *testing.B) { benchFanOut(b, backend, n) })
+		}
+	}
+}
+
+func benchFanOut(b *testing.B, backend string, receivers int) {
+	s := servertest.Start(b, backend)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	alice := room.Sender{UserID: "@alice:localhost", Localpart: "alice", DeviceID: "ALICE"}
+	roomID, err := s.Rooms.CreateRoom(ctx, room.CreateRequest{Creator: alice.UserID, Preset: "public_chat"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := filter.Parse([]byte(`{"room":{"timeline":{"limit":50}}}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Everyone joins first, and starts from the token of one initial sync (a token is positions
+	// only): the setup costs no fan-out of its own.
+	users := make([]room.Sender, receivers)
+	for i := range users {
+		users[i] = room.Sender{UserID: fmt.Sprintf("@r%d:localhost", i), Localpart: fmt.Sprintf("r%d", i), DeviceID: "D"}
+		if _, err := s.Rooms.Join(ctx, roomID, users[i], room.MemberProfile{}, ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+	first, err := s.Sync.Sync(ctx, hsync.Request{UserID: users[0].UserID, Localpart: users[0].Localpart, DeviceID: "D", Filter: f})
+	if err != nil {
+		b.Fatal(err)
+	}
+	got := make(chan int, receivers)
+	for _, u := range users {
+		req := hsync.Request{UserID: u.UserID, Localpart: u.Localpart, DeviceID: u.DeviceID, Filter: f,
+			Since: first.NextBatch, Timeout: time.Minute}
+		go func() {
+			var buf []byte
+			for {
+				resp, err := s.Sync.Sync(ctx, req)
+				if err != nil {
+					return // the benchmark ended
+				}
+				buf = resp.AppendJSON(buf[:0]) // what a transport writes
+				req.Since = resp.NextBatch
+				n := 0
+				if jr := resp.Rooms.Join[roomID]; jr != nil {
+					for _, raw := range jr.Timeline.Events {
+						if bytes.Contains(raw, []byte(`"type":"m.room.message"`)) {
+							n++
+						}
+					}
+				}
+				got <- n
+			}
+		}()
+	}
+	body := json.RawMessage(`{"msgtype":"m.text","body":"fan-out"}`)
+	wait := func(n int) (responses int) {
+		for n > 0 {
+			select {
+			case k := <-got:
+				n -= k
+				responses++
+			case <-time.After(time.Minute):
+				b.Fatalf("%d deliveries missing after a minute", n)
+			}
+		}
+		return responses
+	}
+	// Warm up: the caches fill, and the work of everyone coming online (presence, and its
+	// federation jobs) ends before the clock starts.
+	for range 5 {
+		if _, err := s.Rooms.Send(ctx, roomID, alice, "m.room.message", body); err != nil {
+			b.Fatal(err)
+		}
+		wait(receivers)
+	}
+	drain := time.After(3 * time.Second)
+	for done := false; !done; {
+		select {
+		case <-got:
+		case <-drain:
+			done = true
+		}
+	}
+
+	responses := 0
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	if *fanOutProfile != "" {
+		pf, err := os.Create(*fanOutProfile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	for range b.N {
+		if _, err := s.Rooms.Send(ctx, roomID, alice, "m.room.message", body); err != nil {
+			b.Fatal(err)
+		}
+		responses += wait(receivers)
+	}
+	b.StopTimer()
+	cpu := cpuTime() - cpu0
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N)/1000, "cpu-ms/msg")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(responses), "cpu-µs/resp")
+	b.ReportMetric(float64(responses)/float64(b.N), "resp/msg")
+}
+
+var fanOutProfile = flag.String("fanout.cpuprofile", "", "BenchmarkFanOut: write a CPU profile of the timed part to this file")
+
+// cpuTime is the CPU time the process used so far (user and system).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
