@@ -7,7 +7,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,7 +57,7 @@ func benchJoinLargeRoom(b *testing.B, backend string) {
 	}
 	roomID := res.Str("room_id")
 	start := time.Now()
-	fillRoom(b, hs1, roomID, largeRoomMembers)
+	servertest.JoinMembers(b, hs1.Rooms, roomID, hs1.Config.ServerName, largeRoomMembers)
 	b.Logf("%s: %d members joined in %v", backend, largeRoomMembers, time.Since(start).Round(time.Millisecond))
 
 	var profile *os.File
@@ -135,34 +134,6 @@ func benchJoinLargeRoom(b *testing.B, backend string) {
 	b.ReportMetric(float64(peak)/float64(i)/(1<<20), "peak-heap-MB")
 	b.ReportMetric(float64(alloc)/float64(i)/(1<<20), "alloc-MB/op")
 	b.ReportMetric(float64(stateEvents), "state-events")
-}
-
-// fillRoom joins n users of hs to the room through the room service, from several goroutines at
-// once so that the writer commits them in batches.
-func fillRoom(b *testing.B, hs *servertest.Server, roomID string, n int) {
-	ctx := context.Background()
-	const workers = 32
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += workers {
-				local := fmt.Sprintf("member%05d", i)
-				from := room.Sender{UserID: "@" + local + ":" + hs.Config.ServerName, Localpart: local}
-				if _, err := hs.Rooms.Join(ctx, roomID, from, room.MemberProfile{DisplayName: "Member " + local}, ""); err != nil {
-					errs <- fmt.Errorf("%s joins: %w", from.UserID, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
 }
 
 func countMembers(state storage.StateMap) int {

@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hearthmx/homeserver/homeserver/room"
+	"github.com/hearthmx/homeserver/homeserver/servertest"
 	"github.com/hearthmx/homeserver/homeserver/storage/storagetest"
 )
 
@@ -30,7 +30,7 @@ func BenchmarkLargeRoomEvent(b *testing.B) {
 					b.Fatal(err)
 				}
 				start := time.Now()
-				joinMembers(b, svc, roomID, members)
+				servertest.JoinMembers(b, svc, roomID, "test.local", members)
 				b.Logf("%d members joined in %v", members, time.Since(start).Round(time.Millisecond))
 				target, err := svc.Send(ctx, roomID, senderOf(alice, "target"), "m.room.message", json.RawMessage(`{"msgtype":"m.text","body":"x"}`))
 				if err != nil {
@@ -70,32 +70,5 @@ func BenchmarkLargeRoomEvent(b *testing.B) {
 				}
 			})
 		}
-	}
-}
-
-// joinMembers joins n users of test.local to the room, from several goroutines so that the writer
-// commits them in batches.
-func joinMembers(tb testing.TB, svc *room.Service, roomID string, n int) {
-	tb.Helper()
-	const workers = 32
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += workers {
-				user := fmt.Sprintf("@member%05d:test.local", i)
-				if _, err := svc.Join(context.Background(), roomID, senderOf(user, ""), room.MemberProfile{}, ""); err != nil {
-					errs <- fmt.Errorf("%s joins: %w", user, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		tb.Fatal(err)
 	}
 }
