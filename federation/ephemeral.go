@@ -151,7 +151,7 @@ func (f *ephemeralFed) Presence(userID string, st presence.Status) {
 		u.CurrentlyActive = *st.CurrentlyActive
 	}
 	f.enqueue("m.presence", func(ctx context.Context) {
-		users, err := f.a.store.Read().UsersSharingRoomWith(ctx, userID)
+		users, err := f.a.store.Read().RemoteUsersSharingRoomWith(ctx, userID, f.a.serverName)
 		if err != nil {
 			f.a.log.Warn("federation: presence: users sharing a room", "user_id", userID, "err", err)
 			return

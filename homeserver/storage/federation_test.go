@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/hearthmx/homeserver/homeserver/storage"
@@ -122,6 +123,30 @@ func TestFederationEDUOutboxAndLeases(t *testing.T) {
 		mustWrite(t, s, func(c storage.Conn) error { return c.ReleaseLease(ctx, "b.org", "n2") })
 		if !lease("n1", 303, 400) {
 			t.Fatal("a released lease was not free")
+		}
+	})
+}
+
+// Presence goes to the servers of the users sharing a room with the user, this server's own left out.
+func TestRemoteUsersSharingRoomWith(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		join := func(roomID, user, membership string, pos int64) {
+			mustWrite(t, s, func(c storage.Conn) error {
+				return c.SetCurrentState(ctx, roomID, storage.StateKey{Type: "m.room.member", StateKey: user}, "$"+roomID+user, membership, pos)
+			})
+		}
+		join("!a:here.org", "@me:here.org", "join", 1)
+		join("!a:here.org", "@local:here.org", "join", 2)
+		join("!a:here.org", "@bob:there.org", "join", 3)
+		join("!a:here.org", "@carol:else.org", "leave", 4)
+		join("!b:here.org", "@me:here.org", "join", 5)
+		join("!b:here.org", "@dave:else.org", "join", 6)
+		join("!c:here.org", "@erin:other.org", "join", 7) // a room @me is not in
+		got, err := s.Read().RemoteUsersSharingRoomWith(ctx, "@me:here.org", "here.org")
+		slices.Sort(got)
+		if err != nil || !slices.Equal(got, []string{"@bob:there.org", "@dave:else.org"}) {
+			t.Fatalf("RemoteUsersSharingRoomWith = %v, %v", got, err)
 		}
 	})
 }

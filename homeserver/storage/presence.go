@@ -39,6 +39,16 @@ func (c Conn) UsersSharingRoomWith(ctx context.Context, userID string) ([]string
 		[]any{userID}, scanString)
 }
 
+// RemoteUsersSharingRoomWith is UsersSharingRoomWith without the users of localServer: where
+// presence goes over federation. In a big room of local users it returns nothing instead of every
+// member (every presence change asks it).
+func (c Conn) RemoteUsersSharingRoomWith(ctx context.Context, userID, localServer string) ([]string, error) {
+	return collect(ctx, c, `SELECT DISTINCT o.state_key FROM current_state o
+		WHERE o.type = 'm.room.member' AND o.membership = 'join' AND o.state_key NOT LIKE $2 AND o.room_id IN (
+			SELECT m.room_id FROM current_state m WHERE m.type = 'm.room.member' AND m.state_key = $1 AND m.membership = 'join')`,
+		[]any{userID, "%:" + localServer}, scanString)
+}
+
 // ShareRoom reports whether two users are joined to a common room.
 func (c Conn) ShareRoom(ctx context.Context, a, b string) (bool, error) {
 	var one int
