@@ -22,8 +22,9 @@ import (
 //     sent yet) and dropped when not sent within ephemeralTTL: a typing notice that arrives minutes
 //     late is wrong rather than late.
 //
-// Incoming EDUs are dispatched by edu_type to the handlers of registerEDUHandlers once the
-// transaction's PDUs are processed; types without a handler are ignored, as the spec asks.
+// Incoming EDUs are dispatched by edu_type to the handlers of registerEDUHandlers: to-device and
+// device-list EDUs before the transaction's PDUs (keyEDUs), the others after them; types without
+// a handler are ignored, as the spec asks.
 
 // ephemeralTTL is how long an ephemeral EDU may wait for its destination.
 const ephemeralTTL = time.Minute
@@ -59,16 +60,25 @@ func (a *API) registerEDUHandlers() {
 	a.edus["m.presence"] = a.receivePresence
 }
 
-// receiveEDUs dispatches a transaction's EDUs, in order.
-func (a *API) receiveEDUs(ctx context.Context, origin string, raws []json.RawMessage) {
+// keyEDUs are the EDUs handled before the transaction's PDUs: a client sends a room's key to the
+// other devices (to-device) before the first message encrypted with it, and both may travel in
+// one transaction; handled in that order, the message never shows as undecryptable for want of a
+// key that was in the same transaction.
+var keyEDUs = map[string]bool{"m.direct_to_device": true, "m.device_list_update": true, "m.signing_key_update": true}
+
+// receiveEDUs dispatches those of a transaction's EDUs that are key EDUs (keys true) or that are
+// not (keys false), in order.
+func (a *API) receiveEDUs(ctx context.Context, origin string, raws []json.RawMessage, keys bool) {
 	for _, raw := range raws {
 		var e eduJSON
 		if err := json.Unmarshal(raw, &e); err != nil || e.Type == "" {
-			a.log.Debug("federation: dropped a malformed EDU", "origin", origin)
+			if !keys {
+				a.log.Debug("federation: dropped a malformed EDU", "origin", origin)
+			}
 			continue
 		}
 		h := a.edus[e.Type]
-		if h == nil {
+		if h == nil || keyEDUs[e.Type] != keys {
 			continue
 		}
 		if err := h(ctx, origin, e.Content); err != nil {

@@ -283,3 +283,35 @@ func TestDestinationLease(t *testing.T) {
 		})
 	}, servertest.Federated(t, ca, "127.0.0.1"), fastRetry)
 }
+
+// A transaction's to-device EDUs are handled before its PDUs (a room key before the message
+// encrypted with it), typing and the like after them.
+func TestKeyEDUsBeforePDUs(t *testing.T) {
+	sr := newSharedRoom(t, "sqlite", "")
+	ctx := context.Background()
+	p := sr.forge(t, sr.bob.UserID, "m.room.message", nil, msg("encrypted, say"), nil, nil)
+	stored := func() bool {
+		_, err := sr.hs1.Store.Read().Event(ctx, p.EventID)
+		return err == nil
+	}
+	seen := map[string]bool{}
+	for _, typ := range []string{"m.direct_to_device", "m.typing"} {
+		sr.hs1.Federation.SetEDUHandler(typ, func(context.Context, string, json.RawMessage) error {
+			seen[typ] = stored()
+			return nil
+		})
+	}
+	body := map[string]any{"origin": sr.name2, "origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{p.Raw},
+		"edus": []any{map[string]any{"edu_type": "m.typing", "content": map[string]any{}},
+			map[string]any{"edu_type": "m.direct_to_device", "content": map[string]any{}}}}
+	var resp map[string]any
+	if err := sr.hs2.Federation.Client().DoJSON(ctx, sr.name1, "PUT", "/_matrix/federation/v1/send/order-1", body, &resp); err != nil {
+		t.Fatalf("PUT /send: %v", err)
+	}
+	if !stored() {
+		t.Fatalf("the PDU was not stored: %v", resp)
+	}
+	if len(seen) != 2 || seen["m.direct_to_device"] || !seen["m.typing"] {
+		t.Errorf("the PDU was stored when the handlers ran: %v; want before m.direct_to_device, after m.typing", seen)
+	}
+}

@@ -27,7 +27,7 @@ type pduResult struct {
 // the transaction, and a repeat (a retry after a lost response, or one arriving while the first
 // is still being processed) gets the same response without being processed again. An event that
 // is dropped or rejected is reported in its entry of "pdus"; the request itself succeeds.
-// EDUs are dispatched to their handlers after the PDUs (edu.go).
+// EDUs are dispatched to their handlers, key EDUs before the PDUs and the others after (edu.go).
 func (a *API) sendTransaction(r *http.Request) (any, error) {
 	ctx := r.Context()
 	origin, txnID := Origin(ctx), chi.URLParam(r, "txnId")
@@ -62,11 +62,12 @@ func (a *API) sendTransaction(r *http.Request) (any, error) {
 	}
 	defer a.inflight.end(origin + "\x00" + txnID)
 
+	a.receiveEDUs(ctx, origin, txn.EDUs, true) // keys first (edu.go)
 	results, err := a.receiveTransaction(ctx, origin, txn.PDUs)
 	if err != nil {
 		return nil, err
 	}
-	a.receiveEDUs(ctx, origin, txn.EDUs)
+	a.receiveEDUs(ctx, origin, txn.EDUs, false)
 	resp, err := json.Marshal(map[string]any{"pdus": results})
 	if err != nil {
 		return nil, err

@@ -50,8 +50,11 @@ async function decrypted(user, roomId, eventId) {
     let ev;
     await until(
         () => {
+            // A key that arrives after its message (the to-device and the room event travel in
+            // different transactions) makes the SDK decrypt again: wait for success, not for the
+            // first attempt.
             ev = user.client.getRoom(roomId)?.findEventById(eventId);
-            return ev && !ev.isBeingDecrypted() && ev.getType() === "m.room.message";
+            return ev && !ev.isBeingDecrypted() && !ev.isDecryptionFailure() && ev.getType() === "m.room.message";
         },
         {
             timeoutMs: DEADLINE_MS,
