@@ -50,19 +50,10 @@ func (c Conn) BackfillExtremities(ctx context.Context, roomID string) ([]Backfil
 // AddBackfillExtremities records backfill extremities of a room; those already recorded keep
 // their row (and their NextTry).
 func (c Conn) AddBackfillExtremities(ctx context.Context, roomID string, exts []BackfillExtremity) error {
-	for len(exts) > 0 {
-		n := min(len(exts), maxRowsPerInsert)
-		args := make([]any, 0, 4*n)
-		for _, e := range exts[:n] {
-			args = append(args, roomID, e.EventID, e.Depth, e.NextTry)
-		}
-		if _, err := c.exec(ctx, `INSERT INTO backfill_extremities (room_id, event_id, depth, next_try_ts) VALUES `+
-			rowPlaceholders(n, 4)+` ON CONFLICT (room_id, event_id) DO NOTHING`, args...); err != nil {
-			return err
-		}
-		exts = exts[n:]
-	}
-	return nil
+	return insertRows(ctx, c, `INSERT INTO backfill_extremities (room_id, event_id, depth, next_try_ts) VALUES `,
+		` ON CONFLICT (room_id, event_id) DO NOTHING`, 4, exts, func(args []any, e BackfillExtremity) []any {
+			return append(args, roomID, e.EventID, e.Depth, e.NextTry)
+		})
 }
 
 // DeleteBackfillExtremities forgets backfill extremities of a room (the events are stored now).

@@ -18,19 +18,8 @@ type OutboxRow struct {
 // InsertOutbox queues events for destinations, with one statement per maxRowsPerInsert rows. A row
 // already queued is left alone.
 func (c Conn) InsertOutbox(ctx context.Context, rows []OutboxRow) error {
-	for len(rows) > 0 {
-		n := min(len(rows), maxRowsPerInsert)
-		args := make([]any, 0, 3*n)
-		for _, r := range rows[:n] {
-			args = append(args, r.Destination, r.StreamPos, r.EventID)
-		}
-		if _, err := c.exec(ctx, `INSERT INTO federation_outbox (destination, stream_pos, event_id) VALUES `+
-			rowPlaceholders(n, 3)+` ON CONFLICT DO NOTHING`, args...); err != nil {
-			return err
-		}
-		rows = rows[n:]
-	}
-	return nil
+	return insertRows(ctx, c, `INSERT INTO federation_outbox (destination, stream_pos, event_id) VALUES `, ` ON CONFLICT DO NOTHING`,
+		3, rows, func(args []any, r OutboxRow) []any { return append(args, r.Destination, r.StreamPos, r.EventID) })
 }
 
 // OutboxPDU is a queued event with what sending it needs.
@@ -81,19 +70,10 @@ type OutboxEDU struct {
 
 // InsertOutboxEDUs queues EDUs, with one statement per maxRowsPerInsert rows.
 func (c Conn) InsertOutboxEDUs(ctx context.Context, rows []OutboxEDU) error {
-	for len(rows) > 0 {
-		n := min(len(rows), maxRowsPerInsert)
-		args := make([]any, 0, 5*n)
-		for _, r := range rows[:n] {
-			args = append(args, r.Destination, r.ID, r.Type, string(r.Content), r.QueuedTS)
-		}
-		if _, err := c.exec(ctx, `INSERT INTO federation_edu_outbox (destination, id, edu_type, content, queued_ts) VALUES `+
-			rowPlaceholders(n, 5)+` ON CONFLICT DO NOTHING`, args...); err != nil {
-			return err
-		}
-		rows = rows[n:]
-	}
-	return nil
+	return insertRows(ctx, c, `INSERT INTO federation_edu_outbox (destination, id, edu_type, content, queued_ts) VALUES `,
+		` ON CONFLICT DO NOTHING`, 5, rows, func(args []any, r OutboxEDU) []any {
+			return append(args, r.Destination, r.ID, r.Type, string(r.Content), r.QueuedTS)
+		})
 }
 
 // OutboxEDUs returns the first limit EDUs queued for a destination, in the order they were queued.
