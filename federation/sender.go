@@ -253,11 +253,14 @@ func (s *Sender) run(q *destQueue) {
 	defer idle.Stop()
 	defer s.releaseLease(q)
 	for {
-		held := s.holdLease(q)
+		held, leaseErr := s.holdLease(q)
 		b, err := s.next(q, held)
 		if err == nil && b.empty() {
 			wait := idleExit
-			if !held {
+			switch {
+			case leaseErr != nil:
+				wait = leaseRetry // the database did not answer: try again soon
+			case !held:
 				wait = leaseTTL / 2 // another node sends the queued rows: take over if it stops
 			}
 			idle.Reset(wait)
@@ -338,29 +341,34 @@ func (s *Sender) run(q *destQueue) {
 }
 
 // holdLease takes or renews this node's lease of the destination's queue when less than half of
-// it is left, and reports whether this node holds it.
-func (s *Sender) holdLease(q *destQueue) bool {
+// it is left, and reports whether this node holds it (false with an error when the database
+// could not tell).
+func (s *Sender) holdLease(q *destQueue) (bool, error) {
 	now := time.Now()
 	if q.leaseUntil.Sub(now) > leaseTTL/2 {
-		return true
+		return true, nil
 	}
 	if q.leaseUntil.IsZero() && now.Sub(q.tried) < leaseRetry {
-		return false
+		return false, nil
 	}
 	var held bool
 	err := s.o.Store.Write(s.ctx, func(c storage.Conn) (err error) {
 		held, err = c.AcquireLease(s.ctx, q.name, s.node, now.UnixMilli(), now.Add(leaseTTL).UnixMilli())
 		return err
 	})
-	if err != nil && s.ctx.Err() == nil {
-		s.o.Log.Warn("federation: lease of a destination's queue", "destination", q.name, "err", err)
-	}
-	if held {
+	switch {
+	case err != nil:
+		if s.ctx.Err() == nil {
+			s.o.Log.Warn("federation: lease of a destination's queue", "destination", q.name, "err", err)
+		}
+		q.leaseUntil = time.Time{}
+		return false, err
+	case held:
 		q.leaseUntil = now.Add(leaseTTL)
-	} else {
+	default:
 		q.leaseUntil, q.tried = time.Time{}, now
 	}
-	return held
+	return held, nil
 }
 
 // releaseLease gives the destination's lease up when the goroutine ends, so that another node

@@ -1,12 +1,15 @@
 package federation
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/hearthmx/homeserver/federation/fedclient"
+	"github.com/hearthmx/homeserver/homeserver/storage/storagetest"
 )
 
 func TestRefused(t *testing.T) {
@@ -50,5 +53,25 @@ func TestTakeEphemeralDropsExpired(t *testing.T) {
 	s.putBackEphemeral(q, []pendingEDU{got[0], {typ: "m.presence", key: "c", queued: now.Add(-time.Second)}})
 	if len(q.eph) != 2 || q.eph[0].key != "b" || q.eph[1].key != "c" || !q.eph[1].queued.Equal(now) {
 		t.Fatalf("after put back: %+v", q.eph)
+	}
+}
+
+// A lease the database could not answer for is reported as an error (the queue tries again within
+// leaseRetry) and does not count as a refusal, which would make it wait for another node.
+func TestHoldLeaseDatabaseError(t *testing.T) {
+	store := storagetest.Open(t, "sqlite")
+	s := &Sender{o: SenderOptions{Store: store, Log: slog.New(slog.DiscardHandler)}, ctx: context.Background(), node: "n1"}
+	q := &destQueue{name: "b.org"}
+	if held, err := s.holdLease(q); !held || err != nil {
+		t.Fatalf("a free lease: %v, %v", held, err)
+	}
+	q.leaseUntil = time.Time{} // as if half of it had passed
+	store.Close()
+	held, err := s.holdLease(q)
+	if held || err == nil {
+		t.Fatalf("with the database closed: held %v, err %v", held, err)
+	}
+	if !q.tried.IsZero() {
+		t.Error("a database error counted as another node holding the lease")
 	}
 }
