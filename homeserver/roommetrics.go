@@ -20,5 +20,7 @@ func roomWriterMetrics(rooms *room.Service) []prometheus.Collector {
 			func(st room.WriterStats) float64 { return float64(st.Jobs) }),
 		counter("homeserver_room_writer_busy_seconds_total", "Time the room writer spent running batches.",
 			func(st room.WriterStats) float64 { return st.Busy.Seconds() }),
+		counter("homeserver_room_writer_commit_seconds_total", "Time the room writer's committer spent storing pipelined batches (overlaps with the writer's busy time).",
+			func(st room.WriterStats) float64 { return st.Committing.Seconds() }),
 	}
 }

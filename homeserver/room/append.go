@@ -1,6 +1,7 @@
 package room
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,10 +80,10 @@ func (t *txn) prepare(rs *roomState, proto event.Proto) (*event.PDU, error) {
 // persist writes an authorised event and moves the room's state forward.
 func (t *txn) persist(rs *roomState, pdu *event.PDU, o appendOpts) error {
 	ctx, c := t.ctx, t.c
-	pos := t.pos.take()
 	if err := t.ensureGroup(rs); err != nil {
 		return err
 	}
+	pos := t.pos.take()
 	group := rs.group
 	var err error
 	var membership string
@@ -148,6 +149,9 @@ func (t *txn) ensureGroup(rs *roomState) error {
 	if rs.group != 0 || len(rs.state) == 0 {
 		return nil
 	}
+	if t.pipelined {
+		return errSerial
+	}
 	full := make(storage.StateMap, len(rs.state))
 	for k, ev := range rs.state {
 		full[storage.StateKey(k)] = ev.EventID
@@ -168,6 +172,11 @@ type relation struct {
 }
 
 func relationOf(content json.RawMessage) relation {
+	// Most events relate to nothing: no parse when the key cannot be there (written with escapes,
+	// "m.relates\u005fto", it has a backslash, which takes the parse).
+	if !bytes.Contains(content, []byte("relates_to")) && bytes.IndexByte(content, '\\') < 0 {
+		return relation{}
+	}
 	var c struct {
 		RelatesTo *relation `json:"m.relates_to"`
 	}

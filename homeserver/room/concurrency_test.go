@@ -303,6 +303,8 @@ func BenchmarkSend(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 			if st := svc.WriterStats(); st.Batches > 0 {
 				b.ReportMetric(float64(st.Jobs)/float64(st.Batches), "jobs/batch")
+				b.ReportMetric(float64(st.Busy.Nanoseconds())/float64(st.Jobs), "writer-ns/job")
+				b.ReportMetric(float64(st.Committing.Nanoseconds())/float64(st.Jobs), "commit-ns/job")
 			}
 		})
 	}

@@ -158,7 +158,7 @@ func runJobs(s *Service, jobs []*job) {
 	for _, j := range jobs {
 		j.done = make(chan error, 1)
 	}
-	s.runBatch(jobs)
+	s.runSerial(jobs)
 }
 
 func jobErrs(jobs []*job) []error {

@@ -121,20 +121,24 @@ func (t *txn) applyRedaction(rs *roomState, redaction *event.PDU, targetID strin
 func (s *Service) appendOne(ctx context.Context, roomID string, from Sender, proto event.Proto, txnScope string) (string, error) {
 	var id string
 	write := s.write
+	var key string // the transaction ID scoped to the request (txnKey), computed once
+	if txnScope != "" && from.TxnID != "" {
+		key = txnKey(txnScope, from.TxnID)
+	}
 	if proto.StateKey == nil && proto.Type != TypeRedaction && relationOf(proto.Content).EventID == "" {
 		// A plain timeline event: nothing later in the job reads what it stores.
-		var key *storage.Transaction
-		if txnScope != "" && from.TxnID != "" {
-			key = &storage.Transaction{Localpart: from.Localpart, DeviceID: from.DeviceID, TxnID: txnKey(txnScope, from.TxnID)}
+		var k *storage.Transaction
+		if key != "" {
+			k = &storage.Transaction{Localpart: from.Localpart, DeviceID: from.DeviceID, TxnID: key}
 		}
-		write = func(ctx context.Context, fn func(t *txn) error) error { return s.writeDeferred(ctx, key, fn) }
+		write = func(ctx context.Context, fn func(t *txn) error) error { return s.writeDeferred(ctx, k, fn) }
 	}
 	err := write(ctx, func(t *txn) error {
 		o := appendOpts{}
-		if txnScope != "" {
+		if key != "" {
 			var prev string
 			var err error
-			if o, prev, err = t.transaction(from, txnScope); err != nil || prev != "" {
+			if o, prev, err = t.transactionKey(from, key); err != nil || prev != "" {
 				id = prev
 				return err
 			}
@@ -208,8 +212,12 @@ func (t *txn) transaction(from Sender, scope ...string) (appendOpts, string, err
 	if from.TxnID == "" {
 		return appendOpts{}, "", nil
 	}
-	o := appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID,
-		txnKey: txnKey(append(scope, from.TxnID)...), txnID: from.TxnID}
+	return t.transactionKey(from, txnKey(append(scope, from.TxnID)...))
+}
+
+// transactionKey is transaction for a scoped key already made by txnKey.
+func (t *txn) transactionKey(from Sender, key string) (appendOpts, string, error) {
+	o := appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID, txnKey: key, txnID: from.TxnID}
 	if t.rows != nil {
 		if prev, ok := t.rows.lookup(from.Localpart, from.DeviceID, o.txnKey); ok {
 			return o, prev, nil

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,21 +65,26 @@ type Service struct {
 	forgets atomic.Int64 // Forgets
 	// backfiller fetches history from other servers for /messages (SetBackfiller; backfill.go).
 	backfiller *backfiller
+	// commitHook, set by tests before the first write, runs at the start of every pipelined
+	// batch's transaction; an error fails the batch.
+	commitHook func() error
 	// stats count the writer's work (WriterStats).
-	stats struct{ batches, jobs, busyNS atomic.Int64 }
+	stats struct{ batches, jobs, busyNS, commitNS atomic.Int64 }
 }
 
-// WriterStats counts the writer's work since the service started: the transactions it ran
-// (batches), the jobs they carried, and the time it spent running them; the rest of the time it
-// waited for jobs.
+// WriterStats counts the writer's work since the service started: the batches it ran, the jobs
+// they carried, the time the writer goroutine spent running them (Busy; the rest of the time it
+// waited for jobs or for the committer), and the time the committer spent storing pipelined
+// batches (Committing; pipeline.go), which overlaps with the writer's.
 type WriterStats struct {
-	Batches, Jobs int64
-	Busy          time.Duration
+	Batches, Jobs    int64
+	Busy, Committing time.Duration
 }
 
 // WriterStats reads the writer's counters (for metrics).
 func (s *Service) WriterStats() WriterStats {
-	return WriterStats{Batches: s.stats.batches.Load(), Jobs: s.stats.jobs.Load(), Busy: time.Duration(s.stats.busyNS.Load())}
+	return WriterStats{Batches: s.stats.batches.Load(), Jobs: s.stats.jobs.Load(), Busy: time.Duration(s.stats.busyNS.Load()),
+		Committing: time.Duration(s.stats.commitNS.Load())}
 }
 
 type relatedKey struct {
@@ -148,46 +152,14 @@ func (s *Service) enqueue(ctx context.Context, j *job) error {
 	}
 }
 
-func (s *Service) writer() {
-	defer s.wg.Done()
-	for {
-		var first *job
-		select {
-		case first = <-s.jobs:
-		case <-s.stop:
-			return
-		}
-		batch := []*job{first}
-		if len(s.jobs) == 0 {
-			// Let the handlers that are running reach their enqueue before the batch starts: one
-			// yield, so no waiting when nothing else runs, and with 20 busy senders twice as
-			// many jobs per transaction, each of which has a fixed cost (docs/performance.md).
-			runtime.Gosched()
-		}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case j := <-s.jobs:
-				batch = append(batch, j)
-			default:
-				break drain
-			}
-		}
-		start := time.Now()
-		s.runBatch(batch)
-		s.stats.busyNS.Add(int64(time.Since(start)))
-		s.stats.jobs.Add(int64(len(batch)))
-		s.stats.batches.Add(1)
-	}
-}
-
 // notice is what the writer publishes after a commit: a room moved to a new stream position.
 type notice struct {
 	RoomID string `json:"room_id"`
 	Pos    int64  `json:"pos"`
 }
 
-func (s *Service) runBatch(batch []*job) {
+// runBatch runs jobs in one transaction and returns their results.
+func (s *Service) runBatch(batch []*job) []error {
 	results := make([]error, len(batch))
 	committed := map[string]*roomState{}
 	var notices []notice
@@ -292,9 +264,7 @@ func (s *Service) runBatch(batch []*job) {
 		s.publish(notices)
 		s.publishOutbound(dests)
 	}
-	for i, j := range batch {
-		j.done <- results[i]
-	}
+	return results
 }
 
 // positions hands out stream positions within one batch transaction.
@@ -386,6 +356,9 @@ type txn struct {
 	pos   *positions // the batch's stream positions
 	// rows collects the events of a deferred job (nil for other jobs, which write at once).
 	rows *deferredRows
+	// pipelined says the job runs outside any transaction (pipeline.go): t.c is the read pool,
+	// and what needs the database ends the job with errSerial.
+	pipelined bool
 	// recv buffers the events a ReceivePDUs job stores (nil in other jobs).
 	recv *received
 	// parsed are events this job stored as outliers, by ID, for loadPDUs.
@@ -406,6 +379,12 @@ type deferredRows struct {
 	// stored are the transaction IDs of the batch's deferred jobs as found in the database at its
 	// start (event ID, or "" for none); txnIDs has the ones stored since.
 	stored map[storage.Transaction]string
+	// inflight are the transaction IDs of the pipelined batch being committed (pipeline.go).
+	inflight map[storage.Transaction]string
+	// optimistic says a transaction ID found neither in the batch nor in flight is new, without
+	// asking the database: a pipelined batch (pipeline.go) learns otherwise when its insert
+	// conflicts.
+	optimistic bool
 }
 
 // prefetch reads the transaction IDs of the batch's deferred jobs with one query.
@@ -435,6 +414,12 @@ func (d *deferredRows) lookup(localpart, deviceID, txnKey string) (eventID strin
 	k := storage.Transaction{Localpart: localpart, DeviceID: deviceID, TxnID: txnKey}
 	if id := d.txnIDs[k]; id != "" {
 		return id, true
+	}
+	if id := d.inflight[k]; id != "" {
+		return id, true
+	}
+	if d.optimistic {
+		return "", true
 	}
 	id, ok := d.stored[k]
 	return id, ok
@@ -488,6 +473,9 @@ func (t *txn) room(roomID string) (*roomState, error) {
 		src, ok = t.s.rooms[roomID]
 	}
 	if !ok {
+		if t.pipelined {
+			return nil, errSerial
+		}
 		var err error
 		if src, err = t.load(roomID); err != nil {
 			return nil, err

@@ -76,8 +76,15 @@ func (sqliteDialect) open(o Options) (*sql.DB, *sql.DB, error) {
 // lockMigrations needs nothing on SQLite: the single writer connection already serialises them.
 func (sqliteDialect) lockMigrations(context.Context, *sql.DB) (func(), error) { return func() {}, nil }
 
+// ddl adapts a migration to SQLite: BYTEA is BLOB, and lines starting with "--sqlite: " are
+// statements for SQLite only (comments to PostgreSQL).
 func (sqliteDialect) ddl(s string) string {
-	return strings.NewReplacer("BYTEA", "BLOB").Replace(s)
+	s = strings.NewReplacer("BYTEA", "BLOB").Replace(s)
+	lines := strings.Split(s, "\n")
+	for i, line := range lines {
+		lines[i] = strings.TrimPrefix(line, "--sqlite: ")
+	}
+	return strings.Join(lines, "\n")
 }
 
 func (sqliteDialect) mapError(err error) error {

@@ -37,3 +37,8 @@ func (s *Store) ExplainTransactionEvents(ctx context.Context, n int) (string, er
 	}
 	return s.explainSQLite(ctx, transactionEventsQuery(n), args...)
 }
+
+// ExplainMembershipChanges returns SQLite's plan of MembershipChangesBetween.
+func (s *Store) ExplainMembershipChanges(ctx context.Context) (string, error) {
+	return s.explainSQLite(ctx, membershipChangesQuery, 1, 2)
+}

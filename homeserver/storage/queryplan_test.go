@@ -22,3 +22,16 @@ func TestRelationQueriesUseIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestMembershipChangesUseIndex: the sync notifier's read after every write batch must visit only
+// member events (the partial index events_member_stream), not every event of the range.
+func TestMembershipChangesUseIndex(t *testing.T) {
+	s := storagetest.Open(t, "sqlite")
+	plan, err := s.ExplainMembershipChanges(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(plan, "events_member_stream") {
+		t.Errorf("MembershipChangesBetween does not use events_member_stream:\n%s", plan)
+	}
+}

@@ -102,13 +102,16 @@ type MembershipChange struct {
 // MembershipChangesBetween lists the membership events of every room with a stream position in
 // (from, to], in stream order (the sync notifier keeps its room → members index with it).
 func (c Conn) MembershipChangesBetween(ctx context.Context, from, to int64) ([]MembershipChange, error) {
-	return collect(ctx, c, `SELECT room_id, state_key, COALESCE(membership, ''), stream_pos FROM events
-		WHERE stream_pos > $1 AND stream_pos <= $2 AND type = 'm.room.member' AND NOT rejected AND NOT soft_failed
-		ORDER BY stream_pos`, []any{from, to}, func(r *sql.Rows) (MembershipChange, error) {
+	return collect(ctx, c, membershipChangesQuery, []any{from, to}, func(r *sql.Rows) (MembershipChange, error) {
 		var m MembershipChange
 		return m, r.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.StreamPos)
 	})
 }
+
+// membershipChangesQuery reads on the partial index events_member_stream (a test keeps it there).
+const membershipChangesQuery = `SELECT room_id, state_key, COALESCE(membership, ''), stream_pos FROM events
+	WHERE stream_pos > $1 AND stream_pos <= $2 AND type = 'm.room.member' AND NOT rejected AND NOT soft_failed
+	ORDER BY stream_pos`
 
 // MembersOfRooms lists the current members of the given rooms with one of memberships, in stream
 // order of their membership events (room summaries: counts and heroes).

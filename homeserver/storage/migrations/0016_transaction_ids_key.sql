@@ -1,0 +1,15 @@
+-- transaction_ids is only ever read and written by its primary key. As a rowid table, SQLite kept
+-- its rows in a second B-tree beside the key's, one more insert per send; WITHOUT ROWID makes the
+-- key's B-tree the table. (PostgreSQL stores a table as a heap either way: nothing changes there.)
+--sqlite: CREATE TABLE transaction_ids_by_key (
+--sqlite:     localpart  TEXT NOT NULL,
+--sqlite:     device_id  TEXT NOT NULL,
+--sqlite:     txn_id     TEXT NOT NULL,
+--sqlite:     event_id   TEXT NOT NULL,
+--sqlite:     created_ts BIGINT NOT NULL,
+--sqlite:     PRIMARY KEY (localpart, device_id, txn_id)
+--sqlite: ) WITHOUT ROWID;
+--sqlite: INSERT INTO transaction_ids_by_key (localpart, device_id, txn_id, event_id, created_ts)
+--sqlite:     SELECT localpart, device_id, txn_id, event_id, created_ts FROM transaction_ids;
+--sqlite: DROP TABLE transaction_ids;
+--sqlite: ALTER TABLE transaction_ids_by_key RENAME TO transaction_ids;
