@@ -33,9 +33,21 @@ func (c Conn) Position(ctx context.Context, stream string) (int64, error) {
 // LockPosition locks a stream's counter row until the transaction ends and returns its current
 // position. Together with SetPosition it lets one transaction allocate many positions with two
 // statements; the lock keeps positions committing in order.
+//
+// A plain read on SQLite, whose write transactions hold the database's write lock from their
+// start (BEGIN IMMEDIATE); SELECT ... FOR UPDATE on PostgreSQL. The first use of a stream creates
+// its row with an upsert, which locks it too (and serialises two first uses).
 func (c Conn) LockPosition(ctx context.Context, stream string) (int64, error) {
 	var pos int64
-	err := c.scanOne(ctx, `INSERT INTO stream_counters (name, pos) VALUES ($1, 0)
+	q := `SELECT pos FROM stream_counters WHERE name = $1`
+	if c.dialect.name() == "postgres" {
+		q += ` FOR UPDATE`
+	}
+	err := c.scanOne(ctx, q, []any{stream}, &pos)
+	if err != ErrNotFound {
+		return pos, err
+	}
+	err = c.scanOne(ctx, `INSERT INTO stream_counters (name, pos) VALUES ($1, 0)
 		ON CONFLICT (name) DO UPDATE SET pos = stream_counters.pos RETURNING pos`, []any{stream}, &pos)
 	return pos, err
 }

@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"sort"
 	"strings"
@@ -321,6 +322,55 @@ func TestWriteRetryAfterDeadlock(t *testing.T) {
 		}
 		if runs[0]+runs[1] < 3 {
 			t.Fatalf("no transaction ran twice (runs %v): the test did not deadlock", runs)
+		}
+	})
+}
+
+// TestLockPositionConcurrentWriters: transactions that each take 3 positions with LockPosition
+// and SetPosition, concurrently, starting with a stream that has no row yet, get disjoint runs.
+func TestLockPositionConcurrentWriters(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		const writers, perWriter, take = 8, 20, 3
+		var mu sync.Mutex
+		seen := map[int64]bool{}
+		errs := make(chan error, writers)
+		var wg sync.WaitGroup
+		for range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range perWriter {
+					var base int64
+					err := s.Write(ctx, func(c storage.Conn) error {
+						var err error
+						if base, err = c.LockPosition(ctx, "locked_stream"); err != nil {
+							return err
+						}
+						return c.SetPosition(ctx, "locked_stream", base+take)
+					})
+					if err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					for p := base + 1; p <= base+take; p++ {
+						if seen[p] {
+							errs <- fmt.Errorf("position %d taken twice", p)
+						}
+						seen[p] = true
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if pos, err := s.Read().Position(ctx, "locked_stream"); err != nil || pos != writers*perWriter*take || len(seen) != int(pos) {
+			t.Fatalf("Position = %d, %v; %d positions taken", pos, err, len(seen))
 		}
 	})
 }
