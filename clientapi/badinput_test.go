@@ -2,6 +2,7 @@ package clientapi_test
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -14,6 +15,12 @@ import (
 func TestBadInput(t *testing.T) {
 	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
 		alice := s.Register(t, "alice", "correct horse")
+		created := s.Do(t, "POST", "/_matrix/client/v3/createRoom", alice.AccessToken, map[string]any{})
+		roomID, _ := created.JSON["room_id"].(string)
+		if created.Status != 200 || roomID == "" {
+			t.Fatalf("createRoom: %d %s", created.Status, created.Raw)
+		}
+		send := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/send/m.room.message/"
 		big := `{"type":"m.login.password","password":"` + strings.Repeat("x", 70*1024) + `"}`
 		cases := []struct {
 			name, method, path string
@@ -61,6 +68,10 @@ func TestBadInput(t *testing.T) {
 			{"password missing new", "POST", "/_matrix/client/v3/account/password", true, `{}`, 400, "M_MISSING_PARAM"},
 			{"password weak", "POST", "/_matrix/client/v3/account/password", true, `{"new_password":"x"}`, 400, "M_WEAK_PASSWORD"},
 			{"password not json", "POST", "/_matrix/client/v3/account/password", true, `nope`, 400, "M_NOT_JSON"},
+			{"send not json", "PUT", send + "t1", true, `{"body":`, 400, "M_NOT_JSON"},
+			{"send empty body", "PUT", send + "t2", true, ``, 400, "M_NOT_JSON"},
+			{"send json array", "PUT", send + "t3", true, `[{"body":"x"}]`, 400, "M_BAD_JSON"},
+			{"send json string", "PUT", send + "t4", true, ` "x"`, 400, "M_BAD_JSON"},
 			{"deactivate wrong password", "POST", "/_matrix/client/v3/account/deactivate", true,
 				`{"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"},"password":"bad"}}`, 401, "M_FORBIDDEN"},
 		}

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -348,13 +349,17 @@ func (a *API) redact(r *http.Request) (any, error) {
 
 // readObject reads a JSON object body as raw bytes.
 func readObject(r *http.Request) (json.RawMessage, error) {
-	var obj map[string]json.RawMessage
 	body, err := readBody(r)
 	if err != nil {
 		return nil, err
 	}
-	if err := unmarshalObject(body, &obj); err != nil {
-		return nil, err
+	// unmarshalObject's checks, without decoding what only the room writer reads.
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || !json.Valid(trimmed) {
+		return nil, spec.ErrNotJSON.With("Content not JSON")
+	}
+	if trimmed[0] != '{' {
+		return nil, spec.ErrBadJSON.With("The request body must be a JSON object")
 	}
 	return json.RawMessage(body), nil
 }
