@@ -54,6 +54,9 @@ type Store struct {
 	checkpointsDone chan struct{}
 }
 
+// errClosed answers statements asked for after the Store closed.
+var errClosed = errors.New("storage: closed")
+
 // stmtCache prepares each query once per pool.
 type stmtCache struct {
 	db *sql.DB
@@ -69,6 +72,9 @@ func (sc *stmtCache) get(ctx context.Context, query string) (*sql.Stmt, error) {
 	defer sc.mu.Unlock()
 	if st, ok := sc.m[query]; ok {
 		return st, nil
+	}
+	if sc.m == nil {
+		return nil, errClosed // a late reader after Close: an error, not a write to a nil map
 	}
 	st, err := sc.db.PrepareContext(ctx, query)
 	if err != nil {
