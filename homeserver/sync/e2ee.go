@@ -63,18 +63,19 @@ func (s *Service) fillKeys(ctx context.Context, req Request, since *Token, from,
 	}
 	if req.DeviceID != "" {
 		kc := &s.notifier.keyCounts
-		counts, fallback, ok, gen := kc.get(req.UserID, req.DeviceID)
+		e, ok, gen := kc.get(req.UserID, req.DeviceID)
 		if !ok {
-			var err error
-			if counts, fallback, err = s.keys.KeyCounts(ctx, req.UserID, req.DeviceID); err != nil {
+			counts, fallback, err := s.keys.KeyCounts(ctx, req.UserID, req.DeviceID)
+			if err != nil {
 				return err
 			}
 			if _, ok := counts["signed_curve25519"]; !ok {
 				counts["signed_curve25519"] = 0 // clients upload keys when they see none are left
 			}
-			kc.put(req.UserID, req.DeviceID, counts, fallback, gen)
+			e = keyCountEntry{counts: counts, encoded: appendCounts(nil, counts), fallback: fallback}
+			kc.put(req.UserID, req.DeviceID, e, gen)
 		}
-		resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes = counts, fallback
+		resp.OneTimeKeysCount, resp.countsJSON, resp.UnusedFallbackKeyTypes = e.counts, e.encoded, e.fallback
 	}
 	if since == nil || !membershipsMayHaveChanged(from, to, jobs) && to.DeviceLists <= from.DeviceLists {
 		return nil
@@ -157,6 +158,7 @@ type keyCountCache struct {
 
 type keyCountEntry struct {
 	counts   map[string]int
+	encoded  []byte // counts as JSON (Response.countsJSON)
 	fallback []string
 	gen      uint64
 	expires  time.Time
@@ -168,18 +170,18 @@ const (
 )
 
 // get returns the cached counts of a device, or ok false and the generation to pass to put.
-func (c *keyCountCache) get(userID, deviceID string) (counts map[string]int, fallback []string, ok bool, gen uint64) {
+func (c *keyCountCache) get(userID, deviceID string) (e keyCountEntry, ok bool, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	gen = c.gen[userID]
 	e, found := c.entries[[2]string{userID, deviceID}]
 	if found && e.gen == gen && time.Now().Before(e.expires) {
-		return e.counts, e.fallback, true, gen
+		return e, true, gen
 	}
-	return nil, nil, false, gen
+	return keyCountEntry{}, false, gen
 }
 
-func (c *keyCountCache) put(userID, deviceID string, counts map[string]int, fallback []string, gen uint64) {
+func (c *keyCountCache) put(userID, deviceID string, e keyCountEntry, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gen[userID] != gen {
@@ -188,7 +190,8 @@ func (c *keyCountCache) put(userID, deviceID string, counts map[string]int, fall
 	if c.entries == nil || len(c.entries) >= maxKeyCount {
 		c.entries = make(map[[2]string]keyCountEntry)
 	}
-	c.entries[[2]string{userID, deviceID}] = keyCountEntry{counts: counts, fallback: fallback, gen: gen, expires: time.Now().Add(keyCountTTL)}
+	e.gen, e.expires = gen, time.Now().Add(keyCountTTL)
+	c.entries[[2]string{userID, deviceID}] = e
 }
 
 func (c *keyCountCache) invalidate(users []string) {

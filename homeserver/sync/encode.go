@@ -21,13 +21,13 @@ func (r *Response) AppendJSON(b []byte) []byte {
 		b = jr.appendJSON(b)
 	}
 	b = append(b, `},"invite":`...)
-	if len(r.Rooms.Invite) == 0 && r.Rooms.Invite != nil {
+	if len(r.Rooms.Invite) == 0 {
 		b = append(b, "{}"...) // nearly every response
 	} else {
 		b = appendMarshal(b, r.Rooms.Invite)
 	}
 	b = append(b, `,"knock":`...)
-	if len(r.Rooms.Knock) == 0 && r.Rooms.Knock != nil {
+	if len(r.Rooms.Knock) == 0 {
 		b = append(b, "{}"...)
 	} else {
 		b = appendMarshal(b, r.Rooms.Knock)
@@ -58,7 +58,11 @@ func (r *Response) AppendJSON(b []byte) []byte {
 	}
 	if r.OneTimeKeysCount != nil {
 		b = append(b, `,"device_one_time_keys_count":`...)
-		b = appendCounts(b, r.OneTimeKeysCount)
+		if r.countsJSON != nil {
+			b = append(b, r.countsJSON...)
+		} else {
+			b = appendCounts(b, r.OneTimeKeysCount)
+		}
 	}
 	if r.UnusedFallbackKeyTypes != nil {
 		b = append(b, `,"device_unused_fallback_key_types":[`...)
@@ -80,10 +84,14 @@ func (jr *JoinedRoom) appendJSON(b []byte) []byte {
 		b = appendMarshal(b, jr.Summary)
 		b = append(b, ',')
 	}
-	b = append(b, `"state":`...)
-	b = jr.State.appendJSON(b)
-	b = append(b, `,"timeline":`...)
-	b = jr.Timeline.appendJSON(b)
+	if jr.shared != nil {
+		b = append(b, jr.shared...)
+	} else {
+		b = append(b, `"state":`...)
+		b = jr.State.appendJSON(b)
+		b = append(b, `,"timeline":`...)
+		b = jr.Timeline.appendJSON(b)
+	}
 	b = append(b, `,"ephemeral":`...)
 	b = jr.Ephemeral.appendJSON(b)
 	b = append(b, `,"account_data":`...)
@@ -143,7 +151,8 @@ func appendEvents(b []byte, evs []json.RawMessage) []byte {
 // appendCounts appends a non-nil map of counts, keys sorted as encoding/json sorts them (every
 // response of a device with encryption carries one).
 func appendCounts(b []byte, m map[string]int) []byte {
-	keys := make([]string, 0, len(m))
+	var small [4]string
+	keys := small[:0]
 	for k := range m {
 		keys = append(keys, k)
 	}

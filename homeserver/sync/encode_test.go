@@ -46,7 +46,14 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 		Presence: EventList{Events: []json.RawMessage{}}, AccountData: EventList{Events: []json.RawMessage{}},
 		OneTimeKeysCount:       map[string]int{"signed_curve25519": 50, "curve25519": 0, "k\"<&>": 7},
 		UnusedFallbackKeyTypes: []string{"signed_curve25519", "x\"y"}}
-	for name, r := range map[string]*Response{"full": full, "empty": empty, "keys": keys} {
+	// As build makes them: only the maps it fills, the key counts encoded once by the cache.
+	built := &Response{NextBatch: "s2", Rooms: Rooms{Join: map[string]*JoinedRoom{}},
+		Presence: EventList{Events: []json.RawMessage{}}, AccountData: EventList{Events: []json.RawMessage{}},
+		OneTimeKeysCount: keys.OneTimeKeysCount, countsJSON: appendCounts(nil, keys.OneTimeKeysCount)}
+	if got := string(built.AppendJSON(nil)); !strings.Contains(got, `"invite":{},"knock":{},"leave":{}`) {
+		t.Errorf("built: nil maps not written as {}: %s", got)
+	}
+	for name, r := range map[string]*Response{"full": full, "empty": empty, "keys": keys, "built": built} {
 		want, err := json.Marshal(r)
 		if err != nil {
 			t.Fatal(err)

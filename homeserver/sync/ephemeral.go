@@ -14,7 +14,7 @@ import (
 // receipts included, nobody else's). Rooms the client gets from scratch (initial sync, newly
 // joined) get the current typing list and all current receipts. It returns the receipts part of
 // the next token: to.Receipts, moved up to any newer receipt read.
-func (s *Service) ephemeral(ctx context.Context, c storage.Conn, req Request, p plan, jobs []*roomJob, from, to Token) (int64, error) {
+func (s *Service) ephemeral(ctx context.Context, c storage.Conn, req Request, p *plan, jobs []*roomJob, from, to Token) (int64, error) {
 	var fresh, continuing []string
 	byRoom := map[string]*roomJob{}
 	for _, j := range jobs {
@@ -64,6 +64,9 @@ func (s *Service) ephemeral(ctx context.Context, c storage.Conn, req Request, p 
 	for _, r := range rs {
 		rcPos = max(rcPos, r.StreamPos)
 	}
+	if len(rs) == 0 {
+		return rcPos, nil
+	}
 	for roomID, ev := range receipt.Events(rs) {
 		byRoom[roomID].ephemeral = append(byRoom[roomID].ephemeral, ev)
 	}
@@ -75,7 +78,7 @@ func (s *Service) ephemeral(ctx context.Context, c storage.Conn, req Request, p 
 //
 // ms are the user's memberships, current at position to.Events: who shares a room with the user
 // comes from the notifier's room index when it is as current.
-func (s *Service) fillPresence(ctx context.Context, req Request, p plan, from, to Token, ms []storage.Membership, resp *Response) error {
+func (s *Service) fillPresence(ctx context.Context, req Request, p *plan, from, to Token, ms []storage.Membership, resp *Response) error {
 	if s.eph.Presence == nil || !p.presence.typ("m.presence") {
 		return nil
 	}

@@ -70,7 +70,7 @@ func (s *Service) lazyDone(req Request, j *roomJob, since, startPos int64) bool 
 // lazySent records the member events a response carries to the device: in the state section
 // (the member's at position at) and in the timeline. Only when the state filter lets every
 // member event through.
-func (s *Service) lazySent(req Request, p plan, j *roomJob, stateMembers map[string]string, at int64) {
+func (s *Service) lazySent(req Request, p *plan, j *roomJob, stateMembers map[string]string, at int64) {
 	if !p.state.room(j.m.RoomID) || !p.state.typ(room.TypeMember) || p.state.senders != nil || len(p.state.notSenders) > 0 ||
 		p.state.containsURL != nil {
 		return

@@ -47,8 +47,9 @@ type Notifier struct {
 	// to-device messages) and device changes invalidate a user's.
 	keyCounts keyCountCache
 
-	mu    gosync.Mutex
-	users map[string]*signal // users with at least one parked long poll
+	mu     gosync.Mutex
+	users  map[string]*signal // users with a parked long poll, and some who had one
+	parked atomic.Int64       // listeners not released, of all users
 
 	pendingMu gosync.Mutex
 	pending   []notice
@@ -70,12 +71,26 @@ type Notifier struct {
 	subs []interface{ Unsubscribe() error }
 	stop chan struct{}
 	wg   gosync.WaitGroup
+
+	// Work of the sync service done off a request's path (delivery receipts); Close ends it
+	// before the caller closes the store.
+	bgMu     gosync.Mutex
+	bgClosed bool
+	bgWG     gosync.WaitGroup
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 }
 
-// signal is one user's wake-up channel: closed on a wake-up and replaced.
+// signal is one user's wake-up channel: closed on a wake-up and replaced. A signal stays after
+// its last listener leaves, for the user's next long poll (at fan-out the same users listen again
+// at once); a wake-up finding no listener drops it, and so does a sweep when most signals have
+// none.
+//
+// waiters only grows under mu (Listen), so a wake-up or sweep under mu that reads 0 knows nobody
+// listens; Release decrements it without the lock.
 type signal struct {
 	ch      chan struct{}
-	waiters int
+	waiters atomic.Int32
 }
 
 // notice is one message of the bus: a room event (RoomID set) or a user's account data; or one
@@ -107,6 +122,7 @@ func NewNotifier(ctx context.Context, store *storage.Store, b *bus.Bus, log *slo
 	}
 	n := &Notifier{store: store, log: log, users: map[string]*signal{}, kick: make(chan struct{}, 1),
 		rooms: map[string]map[string]struct{}{}, lastPos: pos, stop: make(chan struct{}), members: newMemberCache(store, pos)}
+	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	if b != nil {
 		for subject, fn := range map[string]func([]byte){bus.SubjectRoomEvents: n.receive, bus.SubjectAccountData: n.receive,
 			bus.SubjectReceipt: n.receiveReceipt} {
@@ -135,29 +151,65 @@ func (n *Notifier) Close() {
 		close(n.stop)
 	}
 	n.wg.Wait()
+	n.bgMu.Lock()
+	n.bgClosed = true
+	n.bgMu.Unlock()
+	n.bgCancel()
+	n.bgWG.Wait()
 }
 
-// Listen returns the channel that is closed at the user's next wake-up, and a release function to
-// call when the caller stops waiting.
-func (n *Notifier) Listen(userID string) (<-chan struct{}, func()) {
+// background runs fn in a goroutine of its own with a context that Close cancels (and waits for
+// fn to return); after Close it does not run fn.
+func (n *Notifier) background(fn func(ctx context.Context)) {
+	n.bgMu.Lock()
+	defer n.bgMu.Unlock()
+	if n.bgClosed {
+		return
+	}
+	n.bgWG.Add(1)
+	go func() {
+		defer n.bgWG.Done()
+		fn(n.bgCtx)
+	}()
+}
+
+// Listener is one wait for a user's next wake-up: C is closed at it. Release it once, when done
+// waiting.
+type Listener struct {
+	C <-chan struct{}
+	n *Notifier
+	s *signal
+}
+
+// Listen starts a wait for the user's next wake-up.
+func (n *Notifier) Listen(userID string) Listener {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := n.users[userID]
 	if s == nil {
+		if int64(len(n.users)) > 2*n.parked.Load()+1024 {
+			n.sweep()
+		}
 		s = &signal{ch: make(chan struct{})}
 		n.users[userID] = s
 	}
-	s.waiters++
-	ch := s.ch
-	var once gosync.Once
-	return ch, func() {
-		once.Do(func() {
-			n.mu.Lock()
-			defer n.mu.Unlock()
-			if s.waiters--; s.waiters == 0 && n.users[userID] == s {
-				delete(n.users, userID)
-			}
-		})
+	s.waiters.Add(1)
+	n.parked.Add(1)
+	return Listener{C: s.ch, n: n, s: s}
+}
+
+// Release ends the wait.
+func (l Listener) Release() {
+	l.s.waiters.Add(-1)
+	l.n.parked.Add(-1)
+}
+
+// sweep drops the signals nobody listens to. Called with mu held.
+func (n *Notifier) sweep() {
+	for u, s := range n.users {
+		if s.waiters.Load() == 0 {
+			delete(n.users, u)
+		}
 	}
 }
 
@@ -167,19 +219,27 @@ func (n *Notifier) Wake(users ...string) {
 	defer n.mu.Unlock()
 	for _, u := range users {
 		if s := n.users[u]; s != nil {
-			close(s.ch)
-			s.ch = make(chan struct{})
+			n.wake(u, s)
 		}
 	}
+}
+
+// wake closes a user's signal: replaced if someone listens, else dropped. Called with mu held.
+func (n *Notifier) wake(userID string, s *signal) {
+	close(s.ch)
+	if s.waiters.Load() == 0 {
+		delete(n.users, userID)
+		return
+	}
+	s.ch = make(chan struct{})
 }
 
 // wakeAll wakes every waiting user (when the index cannot be trusted).
 func (n *Notifier) wakeAll() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for _, s := range n.users {
-		close(s.ch)
-		s.ch = make(chan struct{})
+	for u, s := range n.users {
+		n.wake(u, s)
 	}
 }
 

@@ -50,7 +50,8 @@ type roomJob struct {
 	limited bool
 	vis     *room.Visibility // loaded when an event needs it
 
-	membersChanged bool // the state section holds membership changes (not only lazy-loaded members)
+	membersChanged bool         // the state section holds membership changes (not only lazy-loaded members)
+	sec            *roomSection // the timeline and state, shared with other users (share.go)
 
 	state       []string // state event IDs to send
 	accountData []json.RawMessage
@@ -60,7 +61,7 @@ type roomJob struct {
 // build assembles one response from since (nil: initial sync) up to the current positions.
 func (s *Service) build(ctx context.Context, req Request, since *Token) (*Response, error) {
 	c := s.store.Read()
-	p := newPlan(req.Filter)
+	p := s.plans.of(req.Filter)
 	// Counters first: every position at or below them has committed. The memberships and account
 	// data read afterwards may be newer; a position we see has committed along with all below it,
 	// so the token moves up to it and stays exact.
@@ -103,8 +104,7 @@ func (s *Service) build(ctx context.Context, req Request, since *Token) (*Respon
 		to.Presence = s.eph.Presence.Position(from.Presence)
 	}
 	resp := &Response{AccountData: EventList{Events: []json.RawMessage{}}, Presence: EventList{Events: []json.RawMessage{}},
-		Rooms: Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Knock: map[string]*KnockedRoom{},
-			Leave: map[string]*LeftRoom{}}}
+		Rooms: Rooms{Join: map[string]*JoinedRoom{}}}
 
 	var jobs []*roomJob
 	var invites []storage.Membership
@@ -204,7 +204,7 @@ func (s *Service) memberships(ctx context.Context, c storage.Conn, userID string
 // readTimelines picks each room's timeline: the newest p.limit visible events matching the filter
 // in (from, to], and whether more were left out. Rooms continuing from the token share reads of
 // the new events of all of them; the others (and any that need more) read their own.
-func (s *Service) readTimelines(ctx context.Context, c storage.Conn, req Request, p plan, jobs []*roomJob, since, upper int64) error {
+func (s *Service) readTimelines(ctx context.Context, c storage.Conn, req Request, p *plan, jobs []*roomJob, since, upper int64) error {
 	byRoom := map[string]*roomJob{}
 	var pending []*roomJob
 	for _, j := range jobs {
@@ -242,6 +242,16 @@ func (s *Service) readTimelines(ctx context.Context, c storage.Conn, req Request
 		pending, upper = next, floor
 	}
 	for _, j := range jobs {
+		if s.shareable(j, since) {
+			sec, err := s.section(ctx, c, req, p, j, since)
+			if err != nil {
+				return err
+			}
+			if sec != nil {
+				j.sec, j.picked, j.limited, j.membersChanged = sec, sec.picked, sec.limited, sec.membersChanged
+				continue
+			}
+		}
 		if err := s.pick(ctx, c, req, p, j); err != nil {
 			return err
 		}
@@ -250,7 +260,7 @@ func (s *Service) readTimelines(ctx context.Context, c storage.Conn, req Request
 }
 
 // pick selects one room's timeline from its raw events, reading more of the room when needed.
-func (s *Service) pick(ctx context.Context, c storage.Conn, req Request, p plan, j *roomJob) error {
+func (s *Service) pick(ctx context.Context, c storage.Conn, req Request, p *plan, j *roomJob) error {
 	i := 0
 	for {
 		for ; i < len(j.raw) && len(j.picked) <= p.limit; i++ {
@@ -310,24 +320,15 @@ func (s *Service) visible(ctx context.Context, req Request, j *roomJob, e *stora
 // client does not have. For a delta it is, by event ID, what the states at the timeline start and
 // (when the timeline leaves state events out) at its end hold and the state at since did not,
 // without events of the timeline itself.
-func (s *Service) stateOf(ctx context.Context, c storage.Conn, req Request, p plan, j *roomJob, since int64) error {
-	startPos := j.to
-	if len(j.picked) > 0 {
-		startPos = j.picked[0].StreamPos - 1
+func (s *Service) stateOf(ctx context.Context, c storage.Conn, req Request, p *plan, j *roomJob, since int64) error {
+	if j.sec != nil {
+		return nil // the shared section has it (share.go)
 	}
 	inTimeline := make(map[string]bool, len(j.picked))
 	for _, e := range j.picked {
 		inTimeline[e.EventID] = true
 	}
-	gap := j.scanned > j.from // events of (from, startPos] exist that the timeline does not show
-	leftOut := false          // state events after the timeline start that it does not show
-	for _, e := range j.raw {
-		if e.StreamPos <= startPos {
-			gap = true
-		} else if e.StateKey != nil && !inTimeline[e.EventID] {
-			leftOut = true
-		}
-	}
+	startPos, gap, leftOut := j.gaps(inTimeline)
 	if !j.full && !gap && !leftOut && (!p.lazyMembers || s.lazyDone(req, j, since, startPos)) {
 		// The timeline is everything since the token: the client has the state before it (and,
 		// lazy-loading, the member events of the senders).
@@ -404,6 +405,26 @@ func (s *Service) stateOf(ctx context.Context, c storage.Conn, req Request, p pl
 	return nil
 }
 
+// gaps reports where the picked timeline starts (startPos: the position before its first event,
+// j.to when empty), whether events of (from, startPos] exist that it does not show (gap), and
+// whether state events after its start are left out of it (leftOut). inTimeline holds the IDs of
+// the picked events.
+func (j *roomJob) gaps(inTimeline map[string]bool) (startPos int64, gap, leftOut bool) {
+	startPos = j.to
+	if len(j.picked) > 0 {
+		startPos = j.picked[0].StreamPos - 1
+	}
+	gap = j.scanned > j.from
+	for _, e := range j.raw {
+		if e.StreamPos <= startPos {
+			gap = true
+		} else if e.StateKey != nil && !inTimeline[e.EventID] {
+			leftOut = true
+		}
+	}
+	return startPos, gap, leftOut
+}
+
 // stateAt is StateAt shared with the other syncs reading the same room at the same position (a
 // committed one: the answer is fixed). The map is shared: read it, never modify it.
 func (s *Service) stateAt(ctx context.Context, c storage.Conn, roomID string, pos int64) (storage.StateMap, error) {
@@ -416,7 +437,7 @@ func (s *Service) stateAt(ctx context.Context, c storage.Conn, roomID string, po
 // one conversion to client events for all rooms.
 // upTo is a position every event at or below which has committed (relation reads are shared by
 // it).
-func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p plan, jobs []*roomJob, upTo int64, resp *Response) error {
+func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p *plan, jobs []*roomJob, upTo int64, resp *Response) error {
 	var ids []string
 	for _, j := range jobs {
 		ids = append(ids, j.state...)
@@ -435,6 +456,13 @@ func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p 
 	var all []storage.Event
 	var keep []*roomJob
 	for _, j := range jobs {
+		if j.sec != nil {
+			// Built and converted once for everyone (share.go); a shared section is never full.
+			if !j.sec.empty || len(j.accountData) > 0 || len(j.ephemeral) > 0 {
+				keep = append(keep, j)
+			}
+			continue
+		}
 		st := stateByRoom[j.m.RoomID]
 		slices.SortFunc(st, func(a, b storage.Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
 		stateByRoom[j.m.RoomID] = st
@@ -451,32 +479,51 @@ func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p 
 	}
 	var summaries []string
 	for _, j := range keep {
-		st := stateByRoom[j.m.RoomID]
-		tl := Timeline{Events: nonNil(client[:len(j.picked)]), Limited: j.limited, PrevBatch: "s" + strconv.FormatInt(j.to, 10)}
-		client = client[len(j.picked):]
-		if len(j.picked) > 0 {
-			tl.PrevBatch = room.PrevBatch(j.picked[0])
+		var tl Timeline
+		var state EventList
+		var shared []byte
+		summary := false
+		if sec := j.sec; sec != nil {
+			tl, state, shared, summary = sec.timeline, sec.state, sec.encoded, sec.summary
+		} else {
+			st := stateByRoom[j.m.RoomID]
+			tl, state = j.sections(client[:len(j.picked)], client[len(j.picked):len(j.picked)+len(st)])
+			client = client[len(j.picked)+len(st):]
+			summary = j.full || hasMember(j.picked) || j.membersChanged && hasMember(st)
 		}
-		state := EventList{Events: nonNil(client[:len(st)])}
-		client = client[len(st):]
 		data := EventList{Events: nonNil(j.accountData)}
 		if j.leave {
+			if resp.Rooms.Leave == nil {
+				resp.Rooms.Leave = map[string]*LeftRoom{}
+			}
 			resp.Rooms.Leave[j.m.RoomID] = &LeftRoom{State: state, Timeline: tl, AccountData: data}
 			continue
 		}
 		resp.Rooms.Join[j.m.RoomID] = &JoinedRoom{State: state, Timeline: tl, AccountData: data,
-			Ephemeral: EventList{Events: nonNil(j.ephemeral)}}
+			Ephemeral: EventList{Events: nonNil(j.ephemeral)}, shared: shared}
 		for i := len(j.picked) - 1; i >= 0; i-- {
 			if j.picked[i].Sender != req.UserID {
 				resp.delivered = append(resp.delivered, j.picked[i])
 				break
 			}
 		}
-		if j.full || hasMember(j.picked) || j.membersChanged && hasMember(st) {
+		if summary {
 			summaries = append(summaries, j.m.RoomID)
 		}
 	}
 	return s.fillSummaries(ctx, c, req.UserID, summaries, resp)
+}
+
+// sections are the timeline and state sections of a room from the client forms of its picked
+// timeline events and of its state events.
+func (j *roomJob) sections(timeline, state []json.RawMessage) (Timeline, EventList) {
+	tl := Timeline{Events: nonNil(timeline), Limited: j.limited}
+	if len(j.picked) > 0 {
+		tl.PrevBatch = room.PrevBatch(j.picked[0])
+	} else {
+		tl.PrevBatch = "s" + strconv.FormatInt(j.to, 10)
+	}
+	return tl, EventList{Events: nonNil(state)}
 }
 
 func hasMember(evs []storage.Event) bool {
@@ -573,8 +620,14 @@ func (s *Service) fillInvites(ctx context.Context, c storage.Conn, ms []storage.
 	for _, m := range ms {
 		list := EventList{Events: nonNil(byRoom[m.RoomID])}
 		if m.Membership == room.MembershipKnock {
+			if resp.Rooms.Knock == nil {
+				resp.Rooms.Knock = map[string]*KnockedRoom{}
+			}
 			resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: list}
 		} else {
+			if resp.Rooms.Invite == nil {
+				resp.Rooms.Invite = map[string]*InvitedRoom{}
+			}
 			resp.Rooms.Invite[m.RoomID] = &InvitedRoom{InviteState: list}
 		}
 	}

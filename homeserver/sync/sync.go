@@ -31,6 +31,7 @@ type Service struct {
 	log      *slog.Logger
 	waiting  atomic.Int64
 	unread   unreadCache
+	plans    planCache
 	optIns   optInCache
 	lazy     lazyCache
 	acks     ackCache
@@ -43,6 +44,12 @@ type Service struct {
 	positions  *positionCache
 	roomEvents *coalesce.Cache[roomEventsKey, []storage.Event]
 	states     *coalesce.Cache[stateKey, storage.StateMap]
+
+	// Room sections built once for the users they fit (share.go); noShare turns them off (tests
+	// compare with the per-user path), sharedUses counts the sections used.
+	sections   *coalesce.Cache[sectionKey, *roomSection]
+	noShare    atomic.Bool
+	sharedUses atomic.Int64
 }
 
 // stateKey is one read of StateAt.
@@ -86,7 +93,8 @@ type Ephemeral struct {
 func New(store *storage.Store, rooms *room.Service, n *Notifier, eph Ephemeral, log *slog.Logger) *Service {
 	s := &Service{store: store, rooms: rooms, notifier: n, eph: eph, log: log,
 		roomEvents: coalesce.NewCache[roomEventsKey, []storage.Event](3*time.Second, 4096),
-		states:     coalesce.NewCache[stateKey, storage.StateMap](3*time.Second, 256)}
+		states:     coalesce.NewCache[stateKey, storage.StateMap](3*time.Second, 256),
+		sections:   coalesce.NewCache[sectionKey, *roomSection](sectionTTL, 4096)}
 	version := func() uint64 { return store.Commits() + n.notices.Load() }
 	s.positions = newPositionCache(version, func(ctx context.Context) (map[string]int64, error) {
 		return store.Read().Positions(ctx, append([]string{storage.StreamEvents, storage.StreamAccountData, storage.StreamReceipts}, e2eeStreams...)...)
@@ -118,8 +126,9 @@ type Request struct {
 	Since                       string // "" for an initial sync
 	Timeout                     time.Duration
 	FullState                   bool
-	Filter                      filter.Filter
-	SetPresence                 string // "", online, unavailable or offline
+	// Filter is not modified after the call: its plan is kept by the identity of its parts.
+	Filter      filter.Filter
+	SetPresence string // "", online, unavailable or offline
 	// NoAck keeps the to-device messages before Since (SSE and WebSocket streams move Since
 	// themselves; only a token the client presents proves it received them).
 	NoAck bool
@@ -144,14 +153,36 @@ type Response struct {
 	// and adPos the account data position of the response.
 	optIn optIn
 	adPos int64
+	// countsJSON is OneTimeKeysCount encoded, when the build took both from the key count cache.
+	countsJSON []byte
 }
 
-// Rooms are the room sections by membership.
+// Rooms are the room sections by membership. A nil map is sent as an empty one (build makes only
+// the maps it fills, nearly always Join alone).
 type Rooms struct {
 	Join   map[string]*JoinedRoom  `json:"join"`
 	Invite map[string]*InvitedRoom `json:"invite"`
 	Knock  map[string]*KnockedRoom `json:"knock"`
 	Leave  map[string]*LeftRoom    `json:"leave"`
+}
+
+// MarshalJSON writes the nil maps as {}, as AppendJSON does.
+func (r Rooms) MarshalJSON() ([]byte, error) {
+	type plain Rooms
+	p := plain(r)
+	if p.Join == nil {
+		p.Join = map[string]*JoinedRoom{}
+	}
+	if p.Invite == nil {
+		p.Invite = map[string]*InvitedRoom{}
+	}
+	if p.Knock == nil {
+		p.Knock = map[string]*KnockedRoom{}
+	}
+	if p.Leave == nil {
+		p.Leave = map[string]*LeftRoom{}
+	}
+	return json.Marshal(p)
 }
 
 // EventList is {"events": [...]}; never null.
@@ -176,6 +207,9 @@ type JoinedRoom struct {
 	UnreadNotifications Unread    `json:"unread_notifications"`
 	// UnreadThreadNotifications are per thread root, when the filter asks for them.
 	UnreadThreadNotifications map[string]Unread `json:"unread_thread_notifications,omitempty"`
+
+	// shared is State and Timeline encoded, when they come from a shared section (share.go).
+	shared []byte
 }
 
 // Summary is a joined room's summary.
@@ -231,35 +265,92 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	}
 	deadline := time.Now().Add(req.Timeout)
 	for {
-		wake, release := s.notifier.Listen(req.UserID)
+		l := s.notifier.Listen(req.UserID)
+		if wait := time.Until(deadline); since != nil && !req.FullState && wait > 0 {
+			idle, err := s.idle(ctx, since)
+			if err != nil {
+				l.Release()
+				return nil, err
+			}
+			if idle {
+				woken := s.park(ctx, l.C, wait)
+				l.Release()
+				if woken {
+					continue
+				}
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				// Timed out: the response says nothing new (or what arrived just now).
+				resp, err := s.build(ctx, req, since)
+				if err != nil {
+					return nil, err
+				}
+				s.recordDelivery(req, resp)
+				return resp, nil
+			}
+		}
 		resp, err := s.build(ctx, req, since)
 		if err != nil {
-			release()
+			l.Release()
 			return nil, err
 		}
 		wait := time.Until(deadline)
 		if since == nil || req.FullState || !resp.Empty() || wait <= 0 {
-			release()
+			l.Release()
 			s.recordDelivery(req, resp)
 			return resp, nil
 		}
-		if !s.park(ctx, wake, wait) {
-			release()
+		if !s.park(ctx, l.C, wait) {
+			l.Release()
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
 			return resp, nil // timed out: nothing new; next_batch may have moved past irrelevant events
 		}
-		release()
+		l.Release()
 	}
+}
+
+// idle reports whether every stream is where the token since says, so that a response built now
+// would be empty: a long poll parks without building one (it used to build an empty response
+// before every wait, half of the builds at fan-out). Only positions are compared; the streams the
+// token does not cover follow them (membership changes are events, the one-time key counts are
+// not news). Typing and presence are asked as build asks them.
+func (s *Service) idle(ctx context.Context, since *Token) (bool, error) {
+	pos, err := s.positions.Read(ctx)
+	if err != nil {
+		return false, err
+	}
+	if pos[storage.StreamEvents] != since.Events || pos[storage.StreamAccountData] != since.AccountData ||
+		pos[storage.StreamReceipts] != since.Receipts || pos[storage.StreamToDevice] != since.ToDevice ||
+		pos[storage.StreamDeviceLists] != since.DeviceLists {
+		return false, nil
+	}
+	if s.eph.Typing != nil && s.eph.Typing.Position(since.Typing) != since.Typing {
+		return false, nil
+	}
+	if s.eph.Presence != nil && s.eph.Presence.Position(since.Presence) != since.Presence {
+		return false, nil
+	}
+	return true, nil
 }
 
 // park waits for a wake-up (true), the timeout or the end of ctx (false).
 func (s *Service) park(ctx context.Context, wake <-chan struct{}, wait time.Duration) bool {
 	s.waiting.Add(1)
 	defer s.waiting.Add(-1)
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	// Timers are reused: a stopped timer's channel delivers nothing stale after Reset (Go 1.23).
+	t, _ := timers.Get().(*time.Timer)
+	if t == nil {
+		t = time.NewTimer(wait)
+	} else {
+		t.Reset(wait)
+	}
+	defer func() {
+		t.Stop()
+		timers.Put(t)
+	}()
 	select {
 	case <-wake:
 		return true
@@ -270,33 +361,40 @@ func (s *Service) park(ctx context.Context, wake <-chan struct{}, wait time.Dura
 	}
 }
 
+// timers are the stopped timers of parks that ended.
+var timers gosync.Pool
+
 // recordDelivery writes the delivery receipts of a response that is going out, off the request's
-// path: a failure only delays the receipt to the next response.
+// path (until the notifier closes): a failure only delays the receipt to the next response.
 func (s *Service) recordDelivery(req Request, resp *Response) {
 	if s.eph.Receipts == nil || len(resp.delivered) == 0 || resp.optIn == optOff {
 		return
 	}
-	evs := resp.delivered
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	s.deliver(receipt.User{UserID: req.UserID, Localpart: req.Localpart}, resp.delivered, resp.optIn, resp.adPos)
+}
+
+// deliver is the goroutine of recordDelivery (a function of its own: the closure would put every
+// caller's Request on the heap, even those that return early).
+func (s *Service) deliver(u receipt.User, evs []storage.Event, opt optIn, adPos int64) {
+	s.notifier.background(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		u := receipt.User{UserID: req.UserID, Localpart: req.Localpart}
-		if resp.optIn == optUnknown {
-			on, err := s.eph.Receipts.OptedIn(ctx, req.Localpart)
+		if opt == optUnknown {
+			on, err := s.eph.Receipts.OptedIn(ctx, u.Localpart)
 			if err != nil {
-				s.log.Warn("delivery receipt", "user_id", req.UserID, "err", err)
+				s.log.Warn("delivery receipt", "user_id", u.UserID, "err", err)
 				return
 			}
 			// Read after the counters of the response: the state at its position or newer.
-			s.optIns.learn(req.Localpart, on, resp.adPos)
+			s.optIns.learn(u.Localpart, on, adPos)
 			if !on {
 				return
 			}
 		}
 		if err := s.eph.Receipts.DeliveredOptedIn(ctx, u, evs); err != nil {
-			s.log.Warn("delivery receipt", "user_id", req.UserID, "err", err)
+			s.log.Warn("delivery receipt", "user_id", u.UserID, "err", err)
 		}
-	}()
+	})
 }
 
 // optIn is a user's choice about delivery receipts, as far as a sync knows it.

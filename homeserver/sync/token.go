@@ -60,21 +60,42 @@ func (t Token) after(u Token) bool {
 
 // ParseToken reads a token's text form; anything else is M_INVALID_PARAM.
 func ParseToken(s string) (Token, error) {
-	bad := spec.ErrInvalidParam.With("Invalid sync token")
 	if len(s) < 2 || s[0] != 's' || len(s) > 200 {
-		return Token{}, bad
+		return Token{}, errBadToken
 	}
-	parts := strings.Split(s[1:], "_")
 	var pos [7]int64
-	for i, p := range parts {
-		n, err := strconv.ParseInt(p, 10, 64)
-		if err != nil || n < 0 || p != strconv.FormatInt(n, 10) {
-			return Token{}, bad
+	rest := s[1:]
+	for i := 0; ; i++ {
+		part, tail, more := strings.Cut(rest, "_")
+		n, ok := parsePart(part)
+		if !ok {
+			return Token{}, errBadToken
 		}
 		if i < len(pos) {
 			pos[i] = n
 		}
+		if !more {
+			break
+		}
+		rest = tail
 	}
 	return Token{Events: pos[0], AccountData: pos[1], Receipts: pos[2], Typing: pos[3], Presence: pos[4],
 		ToDevice: pos[5], DeviceLists: pos[6]}, nil
+}
+
+var errBadToken = spec.ErrInvalidParam.With("Invalid sync token")
+
+// parsePart reads one position: decimal digits without a leading zero (the only form String
+// writes), within int64.
+func parsePart(p string) (int64, bool) {
+	if p == "" || len(p) > 1 && p[0] == '0' {
+		return 0, false
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(p, 10, 64)
+	return n, err == nil
 }

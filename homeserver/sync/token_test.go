@@ -22,6 +22,9 @@ func TestToken(t *testing.T) {
 		{"s-1_2", Token{}, false},
 		{"t1_2", Token{}, false},
 		{"s1_x", Token{}, false},
+		{"s1_", Token{}, false},
+		{"s+1_2", Token{}, false},
+		{"s1_2_", Token{}, false},
 		{"s99999999999999999999_1", Token{}, false},
 	} {
 		got, err := ParseToken(c.in)

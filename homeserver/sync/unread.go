@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"hash/maphash"
 	"slices"
 	gosync "sync"
 
@@ -26,27 +27,48 @@ type unreadEntry struct {
 	pos    int64             // the counts cover the events at or below pos
 	rcAt   int64             // the receipts counter read before marks
 	marks  []storage.Receipt // the user's read receipts in the room the counts were taken from
-	counts map[string]int    // thread root ("" for the main timeline) → unread messages
+	counts unreadCounts
 }
 
+// unreadCounts are a room's unread messages: of the main timeline, and per thread root. The
+// threads map of a kept entry is never modified (plus copies it).
+type unreadCounts struct {
+	main    int
+	threads map[string]int
+}
+
+// unreadCache is sharded by user: every woken sync takes and puts entries, and one lock for all
+// of them was a point of contention at fan-out.
 type unreadCache struct {
+	shards [16]unreadShard
+}
+
+type unreadShard struct {
 	mu gosync.Mutex
 	m  map[unreadKey]*unreadEntry
 }
 
+func (u *unreadCache) shard(k unreadKey) *unreadShard {
+	return &u.shards[maphash.String(unreadSeed, k.user)%uint64(len(u.shards))]
+}
+
+var unreadSeed = maphash.MakeSeed()
+
 func (u *unreadCache) get(k unreadKey) *unreadEntry {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.m[k]
+	sh := u.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.m[k]
 }
 
 func (u *unreadCache) put(k unreadKey, e *unreadEntry) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.m == nil || len(u.m) >= maxUnreadEntries {
-		u.m = map[unreadKey]*unreadEntry{}
+	sh := u.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.m == nil || len(sh.m) >= maxUnreadEntries/len(u.shards) {
+		sh.m = map[unreadKey]*unreadEntry{}
 	}
-	u.m[k] = e
+	sh.m[k] = e
 }
 
 // sameMarks reports whether two sets of read receipts of one room are the same.
@@ -64,9 +86,10 @@ func sameMarks(a, b []storage.Receipt) bool {
 	return true
 }
 
-// countNew adds to counts the messages of evs that are unread by the marks (the rules of
+// plus is u with the messages of evs that are unread by the marks added (the rules of
 // storage.UnreadCounts, in memory).
-func countNew(counts map[string]int, userID string, marks []storage.Receipt, evs []storage.Event) {
+func (u unreadCounts) plus(userID string, marks []storage.Receipt, evs []storage.Event) unreadCounts {
+	copied := false
 	for i := range evs {
 		e := &evs[i]
 		if e.Type != "m.room.message" && e.Type != "m.room.encrypted" || e.Sender == userID || e.RedactedBy != "" ||
@@ -83,19 +106,49 @@ func countNew(counts map[string]int, userID string, marks []storage.Receipt, evs
 				mark = max(mark, m.EventPos)
 			}
 		}
-		if e.StreamPos > mark {
-			counts[thread]++
+		if e.StreamPos <= mark {
+			continue
 		}
+		if thread == "" {
+			u.main++
+			continue
+		}
+		if !copied {
+			threads := make(map[string]int, len(u.threads)+1)
+			for t, n := range u.threads {
+				threads[t] = n
+			}
+			u.threads, copied = threads, true
+		}
+		u.threads[thread]++
+	}
+	return u
+}
+
+// fill sets the counts of a joined room; threadCounts: per thread (else all in the room's).
+func (u unreadCounts) fill(r *JoinedRoom, threadCounts bool) {
+	r.UnreadNotifications.NotificationCount += u.main
+	for thread, n := range u.threads {
+		if n == 0 {
+			continue
+		}
+		if !threadCounts {
+			r.UnreadNotifications.NotificationCount += n
+			continue
+		}
+		if r.UnreadThreadNotifications == nil {
+			r.UnreadThreadNotifications = map[string]Unread{}
+		}
+		r.UnreadThreadNotifications[thread] = Unread{NotificationCount: n}
 	}
 }
 
 // fillUnread sets the unread counts of the joined rooms in the response: from the cache where it
 // can, else with one query for the rooms left (and one for their read receipts).
-func (s *Service) fillUnread(ctx context.Context, c storage.Conn, req Request, p plan, jobs []*roomJob, rcPos int64, resp *Response) error {
+func (s *Service) fillUnread(ctx context.Context, c storage.Conn, req Request, p *plan, jobs []*roomJob, rcPos int64, resp *Response) error {
 	if len(resp.Rooms.Join) == 0 {
 		return nil
 	}
-	counts := make(map[string]map[string]int, len(resp.Rooms.Join))
 	type candidate struct {
 		j *roomJob
 		e *unreadEntry
@@ -128,12 +181,13 @@ func (s *Service) fillUnread(ctx context.Context, c storage.Conn, req Request, p
 			check = append(check, cd.j.m.RoomID)
 		}
 	}
-	marks := map[string][]storage.Receipt{}
+	var marks map[string][]storage.Receipt
 	if len(check) > 0 {
 		rs, err := c.ReadMarks(ctx, req.UserID, check)
 		if err != nil {
 			return err
 		}
+		marks = map[string][]storage.Receipt{}
 		for _, r := range rs {
 			marks[r.RoomID] = append(marks[r.RoomID], r)
 		}
@@ -148,12 +202,8 @@ func (s *Service) fillUnread(ctx context.Context, c storage.Conn, req Request, p
 			}
 			ms = marks[id]
 		}
-		n := make(map[string]int, len(cd.e.counts)+1)
-		for t, v := range cd.e.counts {
-			n[t] = v
-		}
-		countNew(n, req.UserID, ms, cd.j.raw)
-		counts[id] = n
+		n := cd.e.counts.plus(req.UserID, ms, cd.j.raw)
+		n.fill(resp.Rooms.Join[id], p.threadCounts)
 		s.unread.put(unreadKey{req.UserID, id}, &unreadEntry{pos: cd.j.to, rcAt: rcPos, marks: ms, counts: n})
 	}
 	if len(miss) > 0 {
@@ -177,33 +227,25 @@ func (s *Service) fillUnread(ctx context.Context, c storage.Conn, req Request, p
 		if err != nil {
 			return err
 		}
-		for _, id := range miss {
-			counts[id] = map[string]int{}
-		}
+		counts := make(map[string]unreadCounts, len(miss))
 		for _, n := range got {
-			counts[n.RoomID][n.ThreadID] += n.Count
+			u := counts[n.RoomID]
+			if n.ThreadID == "" {
+				u.main += n.Count
+			} else {
+				if u.threads == nil {
+					u.threads = map[string]int{}
+				}
+				u.threads[n.ThreadID] += n.Count
+			}
+			counts[n.RoomID] = u
 		}
 		for _, id := range miss {
+			counts[id].fill(resp.Rooms.Join[id], p.threadCounts)
 			// Cached only when the count covers exactly the room's timeline range.
 			if j := byRoom[id]; j != nil && j.to == upTo {
 				s.unread.put(unreadKey{req.UserID, id}, &unreadEntry{pos: j.to, rcAt: rcPos, marks: missMarks[id], counts: counts[id]})
 			}
-		}
-	}
-	for id, byThread := range counts {
-		r := resp.Rooms.Join[id]
-		for thread, n := range byThread {
-			if n == 0 {
-				continue
-			}
-			if thread == "" || !p.threadCounts {
-				r.UnreadNotifications.NotificationCount += n
-				continue
-			}
-			if r.UnreadThreadNotifications == nil {
-				r.UnreadThreadNotifications = map[string]Unread{}
-			}
-			r.UnreadThreadNotifications[thread] = Unread{NotificationCount: n}
 		}
 	}
 	return nil

@@ -1,0 +1,55 @@
+package sync_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hearthmx/homeserver/homeserver/servertest"
+)
+
+// TestLongPollWokenByMemoryStreams: a long poll whose token is current parks without building a
+// response, and a change of a stream kept in memory (presence, typing) still ends it at once, not
+// at its timeout.
+func TestLongPollWokenByMemoryStreams(t *testing.T) {
+	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
+		alice, bob, roomID := twoInRoom(t, s)
+		for _, c := range []struct {
+			name   string
+			change func()
+			seen   func(ephSync) bool
+		}{
+			{"presence", func() {
+				must(t, "set presence", s.Do(t, "PUT", presencePath(alice.UserID), alice.AccessToken, map[string]any{"presence": "online"}))
+			}, func(r ephSync) bool { return r.presenceOf(alice.UserID) != nil }},
+			{"typing", func() {
+				must(t, "typing", s.Do(t, "PUT", typingPath(roomID, alice.UserID), alice.AccessToken, map[string]any{"typing": true, "timeout": 30000}))
+			}, func(r ephSync) bool { users, _ := r.typingIn(roomID); return len(users) == 1 }},
+		} {
+			start := ephDo(t, s, bob, "set_presence", "offline")
+			got := make(chan ephSync, 1)
+			began := time.Now()
+			go func() {
+				got <- ephDo(t, s, bob, "since", start.NextBatch, "timeout", "20000", "set_presence", "offline")
+			}()
+			servertest.Eventually(t, 5*time.Second, func() error {
+				if s.Sync.Waiting() == 0 {
+					return fmt.Errorf("%s: the long poll is not parked", c.name)
+				}
+				return nil
+			})
+			c.change()
+			select {
+			case r := <-got:
+				if !c.seen(r) {
+					t.Errorf("%s: the long poll ended without the change: %+v", c.name, r)
+				}
+				if d := time.Since(began); d > 10*time.Second {
+					t.Errorf("%s: the long poll ended after %v, at its timeout", c.name, d)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("%s: the long poll did not end", c.name)
+			}
+		}
+	})
+}
