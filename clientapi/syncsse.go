@@ -17,7 +17,9 @@ import (
 var sseKeepAlive = 15 * time.Second
 
 // sseWriteTimeout bounds one write to an SSE client: a client that stops reading is dropped
-// instead of holding the handler forever (it resumes with Last-Event-ID).
+// instead of holding the handler forever (it resumes with Last-Event-ID). The deadline is moved
+// on only when it has come a thirtieth of this nearer (setting it updates a timer of the runtime's
+// poller: once per event otherwise), so a write has between 29/30 and all of it to complete.
 var sseWriteTimeout = 30 * time.Second
 
 // syncSSE is GET /_matrix/client/unstable/dev.hearth/sync/sse: the sync stream as Server-Sent
@@ -36,7 +38,7 @@ func (a *API) syncSSE(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(a.streams, cancel)() // server shutdown ends the stream
-	st := a.newSyncStream(r, callerOf(r), accessToken(r), q, since, q.Get("full_state"))
+	st := a.newSyncStream(callerOf(r), accessToken(r), q, since, q.Get("full_state"))
 	// The first poll does not wait, so bad parameters are answered as for /sync (HTTP 400 with a
 	// Matrix error) and the stream starts at once.
 	resp, deliver, err := st.poll(ctx, 0)
@@ -52,10 +54,17 @@ func (a *API) syncSSE(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // nginx: pass each event on, do not buffer the response
 	w.WriteHeader(http.StatusOK)
 	keepAlive := sseKeepAlive
+	var buf []byte         // the event being written, reused
+	var deadline time.Time // of writes; moved on only when nearer than sseWriteTimeout-step
+	step := sseWriteTimeout / 30
 	for {
-		_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
+		if now := time.Now(); deadline.Sub(now) < sseWriteTimeout-step {
+			deadline = now.Add(sseWriteTimeout)
+			_ = rc.SetWriteDeadline(deadline)
+		}
 		if deliver {
-			err = writeSSESync(w, resp)
+			buf = appendSSESync(buf[:0], resp)
+			_, err = w.Write(buf)
 		} else {
 			_, err = io.WriteString(w, ": keep-alive\n\n")
 		}
@@ -64,6 +73,9 @@ func (a *API) syncSSE(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			return // the client is gone or stopped reading
+		}
+		if cap(buf) > sseMaxKeptBuffer {
+			buf = nil // an initial sync: not kept for the small responses that follow
 		}
 		resp, deliver, err = st.poll(ctx, keepAlive)
 		if err != nil {
@@ -76,17 +88,17 @@ func (a *API) syncSSE(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// writeSSESync writes one sync response as an SSE event. AppendJSON never writes a newline, so
+// sseMaxKeptBuffer bounds the event buffer an SSE stream keeps between events.
+const sseMaxKeptBuffer = 64 << 10
+
+// appendSSESync appends one sync response as an SSE event. AppendJSON never writes a newline, so
 // the data is a single "data:" line.
-func writeSSESync(w io.Writer, resp *hsync.Response) error {
-	buf := make([]byte, 0, 4096)
+func appendSSESync(buf []byte, resp *hsync.Response) []byte {
 	buf = append(buf, "id: "...)
 	buf = append(buf, resp.NextBatch...)
 	buf = append(buf, "\nevent: sync\ndata: "...)
 	buf = resp.AppendJSON(buf)
-	buf = append(buf, "\n\n"...)
-	_, err := w.Write(buf)
-	return err
+	return append(buf, "\n\n"...)
 }
 
 // writeSSEError ends a stream with an "error" event carrying the Matrix error; internal causes are

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -291,4 +292,65 @@ func TestSyncStreamsEndOnShutdown(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the SSE stream did not end after StopStreams")
 	}
+}
+
+// TestSyncSSESlowClientDropped: a client that stops reading does not hold its stream forever:
+// once a write has been blocked for the write timeout the handler ends (the client resumes from
+// its last id).
+func TestSyncSSESlowClientDropped(t *testing.T) {
+	clientapi.SetSSEWriteTimeout(t, 300*time.Millisecond)
+	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
+		alice, bob, roomID := sharedRoom(t, s)
+		since := s.Do(t, "GET", csAPI+"/sync", bob.AccessToken, nil).Str("next_batch")
+		// Bob opens the stream and reads nothing more than the response headers.
+		req, err := http.NewRequest("GET", s.URL+streamAPI+"/sync/sse?since="+since, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+bob.AccessToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		done := `homeserver_http_requests_total{method="GET",route="` + streamAPI + `/sync/sse",status="200"} 1`
+		ended := func() bool { return strings.Contains(string(s.Do(t, "GET", "/metrics", "", nil).Raw), done) }
+		// Alice sends until the socket buffers (a few MB on loopback) are full and a write blocks.
+		pad := strings.Repeat("x", 32<<10)
+		for i := 0; !ended(); i++ {
+			if i == 2000 {
+				t.Fatal("the handler still runs: the stream of a client that reads nothing was never dropped")
+			}
+			sendText(t, s, alice, roomID, fmt.Sprintf("m%d %s", i, pad))
+		}
+	})
+}
+
+// TestSyncSSEParametersKept: the parameters of the stream apply to every event, not only the
+// first (an inline filter), and full_state only to the first.
+func TestSyncSSEParametersKept(t *testing.T) {
+	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
+		alice, bob, roomID := sharedRoom(t, s)
+		since := s.Do(t, "GET", csAPI+"/sync", bob.AccessToken, nil).Str("next_batch")
+		filter := `{"room":{"timeline":{"types":["m.room.message"]}}}`
+		st := openSSE(t, s, bob.AccessToken, "full_state=true&since="+since+"&filter="+url.QueryEscape(filter), nil)
+		first := st.nextEvent(t)
+		if !strings.Contains(first.Data, `"m.room.create"`) {
+			t.Fatalf("full_state: the first event has no room state: %.300s", first.Data)
+		}
+		res := s.Do(t, "PUT", roomPath(roomID, "/send/org.example.other/t1"), alice.AccessToken, map[string]any{"n": 1})
+		want(t, "send other", res, http.StatusOK, "")
+		sendText(t, s, alice, roomID, "hello")
+		var got []string
+		for len(got) == 0 {
+			ev := st.nextEvent(t)
+			if strings.Contains(ev.Data, "org.example.other") || strings.Contains(ev.Data, `"m.room.create"`) {
+				t.Fatalf("a later event is not filtered, or has the full state again: %.500s", ev.Data)
+			}
+			got = parseSync(t, []byte(ev.Data)).texts(roomID)
+		}
+		if fmt.Sprint(got) != "[hello]" {
+			t.Fatalf("texts %v", got)
+		}
+	})
 }

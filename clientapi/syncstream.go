@@ -2,10 +2,7 @@ package clientapi
 
 import (
 	"context"
-	"fmt"
-	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -35,20 +32,20 @@ func (a *API) routesSyncStreams(r chi.Router) {
 
 // syncStream is one connection's position in the sync stream.
 type syncStream struct {
-	a         *API
-	base      *http.Request // the upgrade or SSE request: its URL is replaced per poll
-	caller    account.Caller
-	token     string
-	checked   time.Time  // when the token was last found valid
-	params    url.Values // filter and set_presence, passed to every poll
-	since     string     // the next_batch of the last delivered response ("" before the first)
-	fullState string     // the full_state parameter, for the first poll only
-	polled    bool       // a poll ran already
+	a       *API
+	caller  account.Caller
+	token   string
+	checked time.Time  // when the token was last found valid
+	params  url.Values // the /sync parameters of the first poll (since and timeout left out)
+	req     hsync.Request
+	since   string // the next_batch of the last delivered response ("" before the first)
+	polled  bool   // a poll ran already: req holds the parsed parameters
 }
 
 // newSyncStream starts a stream at since with the /sync query parameters q (since, timeout and
-// full_state in q are ignored: the stream sets them per poll).
-func (a *API) newSyncStream(r *http.Request, caller account.Caller, token string, q url.Values, since, fullState string) *syncStream {
+// full_state in q are ignored: the stream sets them per poll; fullState is for the first poll
+// only).
+func (a *API) newSyncStream(caller account.Caller, token string, q url.Values, since, fullState string) *syncStream {
 	params := url.Values{}
 	for k, v := range q {
 		switch k {
@@ -57,14 +54,17 @@ func (a *API) newSyncStream(r *http.Request, caller account.Caller, token string
 			params[k] = v
 		}
 	}
-	return &syncStream{a: a, base: r, caller: caller, token: token, checked: time.Now(), params: params,
-		since: since, fullState: fullState}
+	if fullState != "" {
+		params.Set("full_state", fullState)
+	}
+	return &syncStream{a: a, caller: caller, token: token, checked: time.Now(), params: params, since: since}
 }
 
-// poll is one call of the /sync handler from the stream's position, waiting up to wait for news.
-// deliver says whether to send the response: an initial or full_state sync, or one that returned
-// before its timeout or has something in it. Only a delivered response moves the position, so a
-// response misjudged as empty is not lost: the next poll reads it again, and returns at once.
+// poll is one call of the /sync service from the stream's position, waiting up to wait for news.
+// The parameters are read (and refused, as /sync would) on the first poll and kept. deliver says
+// whether to send the response: an initial or full_state sync, or one that returned before its
+// timeout or has something in it. Only a delivered response moves the position, so a response
+// misjudged as empty is not lost: the next poll reads it again, and returns at once.
 func (st *syncStream) poll(ctx context.Context, wait time.Duration) (resp *hsync.Response, deliver bool, err error) {
 	if time.Since(st.checked) > streamAuthRecheck {
 		if _, err := st.a.accounts.Authenticate(ctx, st.token); err != nil {
@@ -72,40 +72,27 @@ func (st *syncStream) poll(ctx context.Context, wait time.Duration) (resp *hsync
 		}
 		st.checked = time.Now()
 	}
-	q := make(url.Values, len(st.params)+3)
-	for k, v := range st.params {
-		q[k] = v
-	}
-	q.Set("timeout", strconv.FormatInt(wait.Milliseconds(), 10))
-	if st.since != "" {
-		q.Set("since", st.since)
-	}
-	if st.fullState != "" {
-		q.Set("full_state", st.fullState)
-	}
-	pctx := context.WithValue(ctx, keyCaller, st.caller)
-	if st.polled {
+	if !st.polled {
+		if st.req, err = st.a.syncRequest(ctx, st.caller, st.params); err != nil {
+			return nil, false, err
+		}
+		st.params = nil
+	} else {
+		st.req.FullState = false // the first poll's only
 		// Only the client's own token (the first poll's since) acknowledges to-device messages:
 		// later positions are the server's, and what it wrote may not have arrived.
-		pctx = context.WithValue(pctx, keyStreamPoll, true)
+		st.req.NoAck = true
 	}
 	st.polled = true
-	r := st.base.WithContext(pctx)
-	u := *r.URL
-	u.RawQuery = q.Encode()
-	r.URL = &u
+	st.req.Since = st.since
+	st.req.Timeout = min(wait.Truncate(time.Millisecond), maxSyncTimeout)
 
 	start := time.Now()
-	v, err := st.a.sync(r)
+	resp, err = st.a.syncer.Sync(ctx, st.req)
 	if err != nil {
 		return nil, false, err
 	}
-	resp, ok := v.(*hsync.Response)
-	if !ok {
-		return nil, false, fmt.Errorf("sync stream: the sync handler answered %T", v)
-	}
-	deliver = st.since == "" || st.fullState == "true" || (wait > 0 && time.Since(start) < wait) || !resp.Empty()
-	st.fullState = ""
+	deliver = st.since == "" || st.req.FullState || (wait > 0 && time.Since(start) < wait) || !resp.Empty()
 	if deliver {
 		st.since = resp.NextBatch
 	}

@@ -14,11 +14,12 @@ func setKnob[T any](t testing.TB, p *T, v T) {
 	t.Cleanup(func() { *p = old })
 }
 
-func SetSSEKeepAlive(t testing.TB, d time.Duration)   { setKnob(t, &sseKeepAlive, d) }
-func SetWSQueueSize(t testing.TB, n int)              { setKnob(t, &wsQueueSize, n) }
-func SetWSAuthTimeout(t testing.TB, d time.Duration)  { setKnob(t, &wsAuthTimeout, d) }
-func SetWSWriteTimeout(t testing.TB, d time.Duration) { setKnob(t, &wsWriteTimeout, d) }
-func SetWSTooSlowHook(t testing.TB, f func())         { setKnob(t, &testHookWSTooSlow, f) }
+func SetSSEKeepAlive(t testing.TB, d time.Duration)    { setKnob(t, &sseKeepAlive, d) }
+func SetSSEWriteTimeout(t testing.TB, d time.Duration) { setKnob(t, &sseWriteTimeout, d) }
+func SetWSQueueSize(t testing.TB, n int)               { setKnob(t, &wsQueueSize, n) }
+func SetWSAuthTimeout(t testing.TB, d time.Duration)   { setKnob(t, &wsAuthTimeout, d) }
+func SetWSWriteTimeout(t testing.TB, d time.Duration)  { setKnob(t, &wsWriteTimeout, d) }
+func SetWSTooSlowHook(t testing.TB, f func())          { setKnob(t, &testHookWSTooSlow, f) }
 
 // WSCloseTooSlow and WSCloseUnauthorized are the close codes the tests expect.
 const (

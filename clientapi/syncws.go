@@ -24,20 +24,24 @@ import (
 
 // The sync WebSocket (docs/sync.md has the protocol). Per connection:
 //
-//	reader (the handler goroutine) ── requests, one at a time ──► ack / error ──┐ enqueue, never waits:
-//	sync loop: /sync handler from the last next_batch ──► {"type":"sync"} ─────┤ waits for room
-//	                                                                            ▼
-//	                              out: at most wsQueueSize messages ──► writer ──► socket
+//	reader (the handler goroutine) ── requests, one at a time ──► ack / error ──┐ never waits for room
+//	sync loop: /sync service from the last next_batch ──► {"type":"sync"} ──────┤ waits for room
+//	                                                                             ▼ emit
+//	        socket idle: the sender writes the message itself, then what was queued meanwhile
+//	        socket busy: queued (at most wsQueueSize) for the goroutine writing, in order
+//	closer: once shut down and the queue written, closes the connection
 //	pinger: a ping every wsPingInterval; no pong within wsWriteTimeout closes the connection
 //
-// Nothing grows without bound when the client reads slowly: the sync loop waits for room in the
-// queue (its updates pile up in the database, and the next sync response carries them all). A
-// client that does not keep up (a reply finds the queue full, a write blocks for wsWriteTimeout,
-// or no pong comes back in that time) is shut down: the server stops producing and reading
-// requests, sends what is queued, then closes with wsCloseTooSlow, telling the client to
-// reconnect from the last next_batch it received. Every close goes through the writer the same
-// way, after what is queued; if it has not completed after wsCloseGrace, the TCP connection is
-// dropped.
+// No goroutine is woken to write each message: the goroutine that made it writes it when the
+// socket is idle, which is nearly always (handing every message to a writer goroutine cost about
+// a tenth of the server's CPU in a fan-out). Nothing grows without bound when the client reads
+// slowly: the sync loop writes its own messages, or waits for room in the queue (its updates pile
+// up in the database, and the next sync response carries them all). A client that does not keep
+// up (a reply finds the queue full, a write blocks for wsWriteTimeout, or no pong comes back in
+// that time) is shut down: the server stops producing and reading requests, sends what is queued,
+// then closes with wsCloseTooSlow, telling the client to reconnect from the last next_batch it
+// received. Every close goes through the closer the same way, after what is queued; if it has not
+// completed after wsCloseGrace, the TCP connection is dropped.
 
 // Close codes of the sync WebSocket (4000-4999 are the application's). Reasons start with the
 // Matrix errcode where there is one.
@@ -52,7 +56,7 @@ const wsReadLimit = 64 << 10
 
 // Limits of the sync WebSocket; variables so tests can make them small.
 var (
-	wsQueueSize    = 16               // outbound messages waiting for the writer
+	wsQueueSize    = 16               // outbound messages waiting while another is written
 	wsWriteTimeout = 10 * time.Second // one write, and the wait for a pong
 	wsAuthTimeout  = 10 * time.Second // for the first message to authenticate
 	wsPingInterval = 30 * time.Second
@@ -73,24 +77,35 @@ type wsMessage struct {
 	Body      any    `json:"body,omitempty"`       // sync, ack
 }
 
+// wsMaxKeptBuffer bounds the message buffer the sync loop keeps between messages.
+const wsMaxKeptBuffer = 64 << 10
+
 // wsConn is one sync WebSocket.
 type wsConn struct {
 	a      *API
 	c      *websocket.Conn
-	r      *http.Request
 	log    *slog.Logger
 	caller account.Caller
 	token  string
-	out    chan []byte
 	ctx    context.Context // the connection's work (sync loop, requests); ends at shutdown
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // writer and pinger
+	wg     sync.WaitGroup // closer and pinger
 
 	once    sync.Once
-	closing chan struct{} // closed by shutdown: the writer sends what is queued, then closes with:
+	closing chan struct{} // closed by shutdown: what is queued is sent, then the closer closes with:
 	code    websocket.StatusCode
 	reason  string
 	grace   *time.Timer // drops the connection if closing takes longer than wsCloseGrace
+
+	// The send side (emit, write). Lock order: outMu is never held while writing or calling
+	// shutdown.
+	outMu   sync.Mutex
+	queue   [][]byte      // messages waiting while another is written; at most wsQueueSize
+	writing bool          // a goroutine is writing; stays true once drained is closed
+	broken  bool          // a write failed: the connection is gone
+	room    chan struct{} // (capacity 1) the queue shrank: a sync loop waiting for room tries again
+	drained chan struct{} // closed once shut down and the queue written (or the socket broke)
+	stall   *time.Timer   // runs tooSlow when a write has been blocked for wsWriteTimeout
 
 	// The running sync loop; only the reader goroutine starts and stops it.
 	syncCancel context.CancelFunc
@@ -120,10 +135,12 @@ func (a *API) syncWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.SetReadLimit(wsReadLimit)
 	ctx, cancel := context.WithCancel(r.Context())
-	wc := &wsConn{a: a, c: c, r: r, log: a.log, caller: caller, token: token, out: make(chan []byte, wsQueueSize),
-		ctx: ctx, cancel: cancel, closing: make(chan struct{})}
+	wc := &wsConn{a: a, c: c, log: a.log, caller: caller, token: token, ctx: ctx, cancel: cancel,
+		closing: make(chan struct{}), room: make(chan struct{}, 1), drained: make(chan struct{})}
+	wc.stall = time.AfterFunc(time.Hour, wc.tooSlow)
+	wc.stall.Stop() // armed by each write
 	wc.wg.Add(2)
-	go wc.writer()
+	go wc.closer()
 	go wc.pinger()
 	// Server shutdown closes the socket with "going away"; the client resumes from its token.
 	defer context.AfterFunc(a.streams, func() { wc.shutdown(websocket.StatusGoingAway, "server shutting down") })()
@@ -132,13 +149,14 @@ func (a *API) syncWS(w http.ResponseWriter, r *http.Request) {
 		wc.stopSync()
 		wc.wg.Wait()
 		wc.grace.Stop()
+		wc.stall.Stop()
 	}()
 
 	if token == "" && !wc.authenticate() {
 		return
 	}
 	q := r.URL.Query()
-	if !wc.startSync(wc.a.newSyncStream(r, wc.caller, wc.token, q, q.Get("since"), q.Get("full_state"))) {
+	if !wc.startSync(wc.a.newSyncStream(wc.caller, wc.token, q, q.Get("since"), q.Get("full_state"))) {
 		return
 	}
 	for {
@@ -298,7 +316,7 @@ func (wc *wsConn) syncParams(data []byte) (any, func(), error) {
 	if m.FullState {
 		fullState = "true"
 	}
-	st := wc.a.newSyncStream(wc.r, wc.caller, wc.token, q, m.Since, fullState)
+	st := wc.a.newSyncStream(wc.caller, wc.token, q, m.Since, fullState)
 	resp, deliver, err := st.poll(wc.ctx, 0)
 	if err != nil {
 		return nil, nil, err
@@ -332,10 +350,12 @@ func (wc *wsConn) runSync(st *syncStream, first *hsync.Response) {
 	wc.syncCancel, wc.syncDone = cancel, done
 	go func() {
 		defer close(done)
-		if first != nil && !wc.push(ctx, first) {
-			return
+		var buf []byte // the message being sent, reused once written
+		ok := true
+		if first != nil {
+			buf, ok = wc.push(ctx, buf, first)
 		}
-		for {
+		for ok {
 			resp, deliver, err := st.poll(ctx, wsPollTimeout)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -343,8 +363,8 @@ func (wc *wsConn) runSync(st *syncStream, first *hsync.Response) {
 				}
 				return
 			}
-			if deliver && !wc.push(ctx, resp) {
-				return
+			if deliver {
+				buf, ok = wc.push(ctx, buf, resp)
 			}
 		}
 	}()
@@ -359,24 +379,104 @@ func (wc *wsConn) stopSync() {
 	}
 }
 
-// push queues a sync message, waiting for room: a slow reader gets fewer, larger updates.
-func (wc *wsConn) push(ctx context.Context, resp *hsync.Response) bool {
-	data := append(make([]byte, 0, 4096), `{"type":"sync","next_batch":`...)
+// push sends a sync message built in buf, waiting for room in the queue: a slow reader gets fewer,
+// larger updates. It returns the buffer to build the next message in (buf's array unless the
+// message was queued), and false once the loop should end.
+func (wc *wsConn) push(ctx context.Context, buf []byte, resp *hsync.Response) ([]byte, bool) {
+	data := append(buf[:0], `{"type":"sync","next_batch":`...)
 	data = strconv.AppendQuote(data, resp.NextBatch) // tokens are plain ASCII
 	data = append(data, `,"body":`...)
 	data = append(resp.AppendJSON(data), '}')
-	if ctx.Err() != nil { // select would pick at random between a free slot and the end
-		return false
+	queued, ok := wc.emit(ctx, data, true)
+	if queued || cap(data) > wsMaxKeptBuffer {
+		data = nil
 	}
-	select {
-	case wc.out <- data:
-		return true
-	case <-ctx.Done():
-		return false
+	return data, ok
+}
+
+// emit writes data when no other goroutine is writing, or queues it for that one. With wait (the
+// sync loop) it waits while the queue is full, until ctx ends; without, a full queue means the
+// client does not keep up. queued says data was queued (its array now belongs to the queue); ok
+// is false if it was dropped (ctx ended, or shut down).
+func (wc *wsConn) emit(ctx context.Context, data []byte, wait bool) (queued, ok bool) {
+	if ctx.Err() != nil {
+		return false, false
+	}
+	wc.outMu.Lock()
+	for {
+		select {
+		case <-wc.closing: // nothing new after a shutdown (fail sends its error before)
+			wc.outMu.Unlock()
+			return false, false
+		default:
+		}
+		if !wc.writing {
+			wc.writing = true
+			wc.outMu.Unlock()
+			wc.write(data)
+			return false, true
+		}
+		if len(wc.queue) < wsQueueSize {
+			wc.queue = append(wc.queue, data)
+			wc.outMu.Unlock()
+			return true, true
+		}
+		wc.outMu.Unlock()
+		if !wait {
+			wc.tooSlow()
+			return false, false
+		}
+		select {
+		case <-wc.room:
+		case <-ctx.Done():
+			return false, false
+		}
+		wc.outMu.Lock()
 	}
 }
 
-// reply queues an answer without waiting: a client that sends requests faster than it reads the
+// write writes data and then what is queued, in order, on the goroutine that found the socket
+// idle (emit made it the writer). Once shut down and the queue written, it lets the closer close.
+// A write blocked for wsWriteTimeout shuts the connection down as too slow.
+func (wc *wsConn) write(data []byte) {
+	for {
+		wc.stall.Reset(wsWriteTimeout)
+		// Not ctx: the library drops the connection when a write's context ends.
+		err := wc.c.Write(context.Background(), websocket.MessageText, data)
+		wc.stall.Stop()
+		if err != nil { // the connection is gone
+			wc.shutdown(websocket.StatusAbnormalClosure, "")
+			_ = wc.c.CloseNow()
+			wc.outMu.Lock()
+			wc.broken, wc.queue = true, nil
+			close(wc.drained) // writing stays true: nothing more is written
+			wc.outMu.Unlock()
+			return
+		}
+		wc.outMu.Lock()
+		if len(wc.queue) > 0 {
+			data = wc.queue[0]
+			wc.queue[0] = nil
+			wc.queue = wc.queue[1:]
+			select {
+			case wc.room <- struct{}{}:
+			default:
+			}
+			wc.outMu.Unlock()
+			continue
+		}
+		select {
+		case <-wc.closing:
+			close(wc.drained) // writing stays true: nothing more is written
+		default:
+			wc.writing = false
+		}
+		wc.outMu.Unlock()
+		return
+	}
+}
+
+// reply sends an answer without waiting: a client that sends requests faster than it reads the
 // answers fills the queue and is disconnected.
 func (wc *wsConn) reply(m wsMessage) {
 	data, err := json.Marshal(m)
@@ -384,7 +484,7 @@ func (wc *wsConn) reply(m wsMessage) {
 		wc.fail(m.ID, err)
 		return
 	}
-	wc.enqueue(data)
+	wc.emit(wc.ctx, data, false)
 }
 
 // errorJSON is {"type":"error","id":...,"errcode":...,"error":...} with any extra fields of the
@@ -406,7 +506,7 @@ func (wc *wsConn) errorJSON(id string, err error) ([]byte, *spec.Error) {
 // replyError queues an error answer (as reply does).
 func (wc *wsConn) replyError(id string, err error) {
 	data, _ := wc.errorJSON(id, err)
-	wc.enqueue(data)
+	wc.emit(wc.ctx, data, false)
 }
 
 // fail sends the error, then closes: 4001 for token errors, 4003 for refused parameters, 1011 for
@@ -420,22 +520,8 @@ func (wc *wsConn) fail(id string, err error) {
 	case spec.ErrUnknown.Code:
 		code = websocket.StatusInternalError
 	}
-	wc.enqueue(data)
+	wc.emit(context.Background(), data, false) // also when the connection's work has ended
 	wc.shutdown(code, truncate(se.Code+": "+se.Message, 120))
-}
-
-// enqueue queues a message without waiting; a full queue means the client does not keep up.
-func (wc *wsConn) enqueue(data []byte) {
-	select {
-	case <-wc.closing:
-		return
-	default:
-	}
-	select {
-	case wc.out <- data:
-	default:
-		wc.tooSlow()
-	}
 }
 
 // tooSlow shuts down a client that does not keep up.
@@ -443,7 +529,7 @@ func (wc *wsConn) tooSlow() {
 	wc.shutdown(wsCloseTooSlow, wsReasonTooSlow)
 }
 
-// shutdown (once, from any goroutine) stops the connection's work and has the writer close it
+// shutdown (once, from any goroutine) stops the connection's work and has the closer close it
 // with code and reason after what is queued; after wsCloseGrace the connection is dropped anyway.
 func (wc *wsConn) shutdown(code websocket.StatusCode, reason string) {
 	wc.once.Do(func() {
@@ -451,37 +537,29 @@ func (wc *wsConn) shutdown(code websocket.StatusCode, reason string) {
 		wc.cancel()
 		wc.grace = time.AfterFunc(wsCloseGrace, func() { _ = wc.c.CloseNow() })
 		close(wc.closing)
+		wc.outMu.Lock()
+		if !wc.writing { // else the goroutine writing closes drained once the queue is written
+			wc.writing = true
+			close(wc.drained)
+		}
+		wc.outMu.Unlock()
 		if code == wsCloseTooSlow && testHookWSTooSlow != nil {
 			testHookWSTooSlow()
 		}
 	})
 }
 
-// writer sends the queued messages in order and, once shut down and drained, closes the
-// connection. A write blocked for wsWriteTimeout shuts the connection down as too slow.
-func (wc *wsConn) writer() {
+// closer closes the connection with the shutdown's code and reason once what was queued before
+// it has been written (the close handshake waits for the client's answer, so it has a goroutine
+// of its own).
+func (wc *wsConn) closer() {
 	defer wc.wg.Done()
-	for {
-		var data []byte
-		select {
-		case data = <-wc.out:
-		default:
-			select {
-			case data = <-wc.out:
-			case <-wc.closing:
-				_ = wc.c.Close(wc.code, wc.reason)
-				return
-			}
-		}
-		stalled := time.AfterFunc(wsWriteTimeout, wc.tooSlow)
-		// Not ctx: the library drops the connection when a write's context ends.
-		err := wc.c.Write(context.Background(), websocket.MessageText, data)
-		stalled.Stop()
-		if err != nil { // the connection is gone
-			wc.shutdown(websocket.StatusAbnormalClosure, "")
-			_ = wc.c.CloseNow()
-			return
-		}
+	<-wc.drained
+	wc.outMu.Lock()
+	broken := wc.broken
+	wc.outMu.Unlock()
+	if !broken {
+		_ = wc.c.Close(wc.code, wc.reason)
 	}
 }
 

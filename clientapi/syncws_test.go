@@ -346,6 +346,64 @@ func TestSyncWSBackPressure(t *testing.T) {
 	})
 }
 
+// TestSyncWSRepliesAndSyncsInterleaved: answers to requests and sync messages share the socket
+// (whichever goroutine finds it idle writes, the other queues behind it): both arrive complete and
+// each in its own order, and the normal close after the client's close is clean.
+func TestSyncWSRepliesAndSyncsInterleaved(t *testing.T) {
+	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
+		alice, bob, roomID := sharedRoom(t, s)
+		// (a timeline limit above n: a response that falls behind must not be limited)
+		w := mustDialWS(t, s, bob.AccessToken, "filter="+url.QueryEscape(`{"room":{"timeline":{"limit":100}}}`))
+		w.until(t, "initial sync", isSync)
+		const n = 40
+		done := make(chan struct{})
+		go func() { // alice sends while bob's requests are answered
+			defer close(done)
+			for i := range n {
+				sendText(t, s, alice, roomID, fmt.Sprintf("m%02d", i))
+			}
+		}()
+		var acks, texts []string
+		read := func(until func() bool) {
+			timeout := time.After(20 * time.Second)
+			for !until() {
+				select {
+				case m, ok := <-w.msgs:
+					if !ok {
+						t.Fatalf("closed after %d acks and %d messages: %v", len(acks), len(texts), w.err)
+					}
+					switch m.Type {
+					case "ack":
+						acks = append(acks, m.ID)
+					case "sync":
+						texts = append(texts, parseSync(t, m.Body).texts(roomID)...)
+					default:
+						t.Fatalf("unexpected %+v", m)
+					}
+				case <-timeout:
+					t.Fatalf("%d acks and %d messages within 20s", len(acks), len(texts))
+				}
+			}
+		}
+		// One request at a time (a client that sends more than the queue holds before reading the
+		// answers is cut off as too slow).
+		for i := range n {
+			w.send(t, map[string]any{"type": "typing", "id": fmt.Sprintf("t%02d", i), "room_id": roomID, "typing": i%2 == 0, "timeout": 30000})
+			read(func() bool { return len(acks) > i })
+		}
+		<-done
+		read(func() bool { return len(texts) >= n })
+		for i := range n {
+			if acks[i] != fmt.Sprintf("t%02d", i) || texts[i] != fmt.Sprintf("m%02d", i) {
+				t.Fatalf("out of order: acks %v, texts %v", acks, texts)
+			}
+		}
+		if err := w.c.Close(websocket.StatusNormalClosure, ""); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	})
+}
+
 // TestVersionsAdvertiseSyncStreams: /versions lists both transports.
 func TestVersionsAdvertiseSyncStreams(t *testing.T) {
 	s := servertest.Start(t, "sqlite")

@@ -203,10 +203,17 @@ func runFanout(ctx context.Context, c config) (failed bool, err error) {
 		return false, fmt.Errorf("%d receivers refused by the server: %v", set.fatal.Load(), set.fatalErr.Load())
 	}
 
-	m := newMetricsReader(c.metrics)
+	m := newMetricsReader(c.metrics, c.pid)
 	cpuBefore, cpuErr := m.cpuSeconds(ctx)
 	toolBefore := toolCPU()
 	machineBefore, machineOK := machineCPU()
+	responsesBefore := rd.responses.Load()
+	profileDone := make(chan error, 1)
+	if c.serverProfile != "" { // the sending phase, which is when the server is busiest
+		go func() {
+			profileDone <- m.profileCPU(ctx, time.Duration(float64(c.messages)/c.rate*float64(time.Second)), c.serverProfile)
+		}()
+	}
 
 	// Sender: one PUT after the other, on a fixed schedule.
 	interval := time.Duration(float64(time.Second) / c.rate)
@@ -251,7 +258,13 @@ func runFanout(ctx context.Context, c config) (failed bool, err error) {
 	cpuAfter, cpuErr2 := m.cpuSeconds(ctx)
 	toolUsed := toolCPU() - toolBefore
 	machineAfter, machineOK2 := machineCPU()
+	responsesIn := rd.responses.Load() - responsesBefore
 	set.shutdown()
+	if c.serverProfile != "" {
+		if err := <-profileDone; err != nil {
+			fmt.Fprintf(os.Stderr, "syncload: server CPU profile: %v\n", err)
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		fmt.Fprintf(os.Stderr, "syncload: stopped early: %v\n", err)
 	}
@@ -301,6 +314,10 @@ func runFanout(ctx context.Context, c config) (failed bool, err error) {
 		fmt.Printf("CPU while sending and draining (%s): server %.1f s (%.0f%% of one core), syncload %.1f s (%.0f%%)\n",
 			round(window), cpuAfter-cpuBefore, 100*(cpuAfter-cpuBefore)/window.Seconds(),
 			toolUsed.Seconds(), 100*toolUsed.Seconds()/window.Seconds())
+		if responsesIn > 0 {
+			fmt.Printf("CPU per sync response (%d in that time): server %.1f µs, syncload %.1f µs\n", responsesIn,
+				1e6*(cpuAfter-cpuBefore)/float64(responsesIn), 1e6*toolUsed.Seconds()/float64(responsesIn))
+		}
 	} else {
 		fmt.Printf("CPU while sending and draining (%s): syncload %.1f s; server unknown (%s: %v)\n",
 			round(window), toolUsed.Seconds(), c.metrics, firstErr(cpuErr, cpuErr2))

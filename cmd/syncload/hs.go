@@ -199,23 +199,29 @@ func (h *hs) uploadFilter(ctx context.Context, u user, filter any) (string, erro
 	return f.FilterID, nil
 }
 
-// syncResponse holds the parts of a /sync answer the tool reads.
+// syncResponse holds the parts of a /sync answer the tool reads (decodeSync fills it).
 type syncResponse struct {
 	NextBatch string `json:"next_batch"`
 	Rooms     struct {
-		Join map[string]struct {
-			Timeline struct {
-				Events []struct {
-					Type    string `json:"type"`
-					Sender  string `json:"sender"`
-					Content struct {
-						Body string `json:"body"`
-					} `json:"content"`
-				} `json:"events"`
-				Limited bool `json:"limited"`
-			} `json:"timeline"`
-		} `json:"join"`
+		Join map[string]syncRoom `json:"join"`
 	} `json:"rooms"`
+}
+
+// syncRoom is a joined room of a sync response.
+type syncRoom struct {
+	Timeline struct {
+		Events  []syncEvent `json:"events"`
+		Limited bool        `json:"limited"`
+	} `json:"timeline"`
+}
+
+// syncEvent is a timeline event of a sync response.
+type syncEvent struct {
+	Type    string `json:"type"`
+	Sender  string `json:"sender"`
+	Content struct {
+		Body string `json:"body"`
+	} `json:"content"`
 }
 
 // syncQuery is the query string of a /sync (or stream) request.

@@ -14,7 +14,7 @@ func runIdle(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	m := newMetricsReader(c.metrics)
+	m := newMetricsReader(c.metrics, c.pid)
 	if _, err := m.read(ctx, append(idleSeries, "process_cpu_seconds_total")...); err != nil {
 		return fmt.Errorf("the idle scenario reads the server's metrics: %w", err)
 	}

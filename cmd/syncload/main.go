@@ -70,6 +70,9 @@ type config struct {
 	setupWorkers int
 	connWorkers  int
 	cpuProfile   string
+
+	pid           int    // the server's process ID: its CPU time from /proc instead of the metrics
+	serverProfile string // fanout: the server's CPU profile while sending, from its pprof endpoint
 }
 
 const usageText = `syncload: load scenarios for the sync stream of a homeserver (loopback only).
@@ -89,9 +92,10 @@ Scenarios (-scenario):
       Prints the send rate and latency, delivery latency (send -> response/event/message read by
       the receiver) and per-message fan-out time (until the last receiver has it) as
       p50/p95/p99/max, delivered/expected, missed, duplicated, out of order, limited timelines,
-      transport errors and reconnections, and the CPU time of the server (from -metrics, if
-      reachable), of the tool and of other processes (from /proc/stat) while sending and
-      draining: the tool shares the machine with the server. Exit status 1 if any message was
+      transport errors and reconnections, and the CPU time of the server (from /proc with -pid,
+      else from -metrics if reachable), of the tool and of other processes (from /proc/stat)
+      while sending and draining, also per sync response: the tool shares the machine with the
+      server. Exit status 1 if any message was
       missed or duplicated, or if the stream broke its protocol (an SSE id or WebSocket
       next_batch that is not the body's).
 
@@ -164,6 +168,8 @@ func main() {
 	flag.IntVar(&c.setupWorkers, "setup-concurrency", 16, "concurrent requests while setting up (register, join, send, initial syncs)")
 	flag.IntVar(&c.connWorkers, "connect-concurrency", 64, "sse, ws: connections being opened at once")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write the tool's own CPU profile to this file (to see what the load generator costs)")
+	flag.IntVar(&c.pid, "pid", 0, "fanout, idle: the server's process ID on this machine: read its CPU time from /proc/<pid>/stat instead of -metrics")
+	flag.StringVar(&c.serverProfile, "server-cpuprofile", "", "fanout: write the server's CPU profile of the sending phase to this file (GET /debug/pprof/profile next to -metrics; HS_METRICS_PPROF=true)")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), usageText)
 		flag.PrintDefaults()
@@ -267,6 +273,8 @@ func (c *config) check() error {
 		return errors.New("-sample-interval must be at least 100ms; -settle and -drain not negative")
 	case c.maxDuration <= 0:
 		return errors.New("-max-duration must be positive")
+	case c.pid < 0:
+		return errors.New("-pid must not be negative")
 	}
 	if c.initialFilter != "" && !strings.HasPrefix(strings.TrimSpace(c.initialFilter), "{") {
 		return errors.New("-initial-filter must be an inline JSON filter")

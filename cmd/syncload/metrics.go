@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,12 +18,13 @@ import (
 // metricsReader reads a few unlabelled series from the server's Prometheus text endpoint.
 type metricsReader struct {
 	url    string
+	pid    int    // the server's process ID: CPU time from /proc/<pid>/stat (0: from the metrics)
 	gcURL  string // the server's pprof heap profile with gc=1: a garbage collection on request ("" if none)
 	client *http.Client
 }
 
-func newMetricsReader(u string) *metricsReader {
-	m := &metricsReader{url: u, client: &http.Client{Timeout: 30 * time.Second,
+func newMetricsReader(u string, pid int) *metricsReader {
+	m := &metricsReader{url: u, pid: pid, client: &http.Client{Timeout: 30 * time.Second,
 		Transport: &http.Transport{Proxy: nil, DisableCompression: true}}}
 	if pu, err := url.Parse(u); err == nil {
 		m.gcURL = pu.Scheme + "://" + pu.Host + "/debug/pprof/heap?gc=1"
@@ -108,7 +111,13 @@ func (m *metricsReader) read(ctx context.Context, names ...string) (map[string]f
 	return out, nil
 }
 
+// cpuSeconds is the server's CPU time so far: from /proc/<pid>/stat with a pid, otherwise the
+// process_cpu_seconds_total of its metrics.
 func (m *metricsReader) cpuSeconds(ctx context.Context) (float64, error) {
+	if m.pid != 0 {
+		d, err := processCPU(m.pid)
+		return d.Seconds(), err
+	}
 	v, err := m.read(ctx, "process_cpu_seconds_total")
 	if err != nil {
 		return 0, err
@@ -170,4 +179,56 @@ func (m *metricsReader) steadySample(ctx context.Context, n int, interval, maxWa
 			return med, spread, steady, nil
 		}
 	}
+}
+
+// processCPU is the user + system CPU time a process has used so far, from /proc/<pid>/stat,
+// whose 14th and 15th fields count it in clock ticks (USER_HZ, 100 on Linux).
+func processCPU(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces: count fields after it.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+// profileCPU writes the server's CPU profile over the next d to file (its pprof endpoint, next to
+// the metrics, served with metrics.pprof on).
+func (m *metricsReader) profileCPU(ctx context.Context, d time.Duration, file string) error {
+	pu, err := url.Parse(m.url)
+	if err != nil {
+		return err
+	}
+	u := pu.Scheme + "://" + pu.Host + "/debug/pprof/profile?seconds=" + strconv.Itoa(max(1, int(d.Seconds())))
+	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{Timeout: d + 30*time.Second, Transport: &http.Transport{Proxy: nil, DisableCompression: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: HTTP %d (is metrics.pprof on? HS_METRICS_PPROF=true)", u, resp.StatusCode)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, data, 0o644)
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -117,7 +116,7 @@ func (rd *reader) longPoll(ctx context.Context, r *receiver, ready func(), handl
 		return err
 	}
 	var s syncResponse
-	if err := json.Unmarshal(raw, &s); err != nil || s.NextBatch == "" {
+	if err := decodeSync(raw, &s); err != nil || s.NextBatch == "" {
 		r.protocol++
 		return fmt.Errorf("GET /sync: not a sync response (%v)", err)
 	}
@@ -168,7 +167,7 @@ func (rd *reader) sse(ctx context.Context, r *receiver, ready func(), handle han
 		switch ev.event {
 		case "sync":
 			var s syncResponse
-			if err := json.Unmarshal(ev.data, &s); err != nil {
+			if err := decodeSync(ev.data, &s); err != nil {
 				r.protocol++
 				return fmt.Errorf("SSE: sync event is not a sync response: %v", err)
 			}
@@ -262,9 +261,8 @@ func readSSE(body io.Reader, h *hs, onEvent func(at time.Duration, ev sseEvent) 
 	}
 }
 
-// wsIn is a message from the sync WebSocket, decoded in one pass (the load tool's own CPU is
-// mostly JSON decoding, and it shares the machine with the server): Body is a sync response for
-// "sync" messages, and ignored otherwise.
+// wsIn is a message from the sync WebSocket, decoded in one pass by decodeWS: Body is a sync
+// response for "sync" messages, and ignored otherwise.
 type wsIn struct {
 	Type      string       `json:"type"`
 	ID        string       `json:"id"`
@@ -316,7 +314,7 @@ func (rd *reader) ws(ctx context.Context, r *receiver, ready func(), handle hand
 			return fmt.Errorf("WebSocket: %w", err)
 		}
 		var m wsIn
-		if err := json.Unmarshal(data, &m); err != nil {
+		if err := decodeWS(data, &m); err != nil {
 			r.protocol++
 			r.lastErr = fmt.Sprintf("WebSocket: a message that is not JSON or whose body is not a sync response: %v", err)
 			continue
