@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -230,5 +231,22 @@ func TestGenerateCA(t *testing.T) {
 	}
 	if code, _, _ := runCmd(t, "", "generate-ca"); code != 2 {
 		t.Errorf("generate-ca without DIR: exit %d, want 2", code)
+	}
+}
+
+// TestGCPercent: without GOGC in the environment the server runs the collector at
+// defaultGCPercent; with it, the environment's setting stays.
+func TestGCPercent(t *testing.T) {
+	t.Setenv("GOGC", "100") // restored after the test
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	setGCPercent()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("with GOGC set, the percent became %d", got)
+	}
+	os.Unsetenv("GOGC")
+	setGCPercent()
+	if got := debug.SetGCPercent(100); got != defaultGCPercent {
+		t.Fatalf("without GOGC, the percent is %d, want %d", got, defaultGCPercent)
 	}
 }
