@@ -23,7 +23,8 @@ const streamPrefix = "/_matrix/client/unstable/dev.hearth"
 type receiver struct {
 	user
 	filterID string
-	since    string // the last next_batch read: where a new request or connection starts
+	since    string    // the last next_batch read: where a new request or connection starts
+	poll     *pollConn // long polls: the receiver's connection (rawpoll.go)
 
 	// fan-out accounting
 	seen                []uint16        // per message: how often it arrived
@@ -107,7 +108,16 @@ func (rd *reader) run(ctx context.Context, r *receiver, ready func(), handle han
 // longPoll is one GET /sync from r.since.
 func (rd *reader) longPoll(ctx context.Context, r *receiver, ready func(), handle handler) error {
 	ready()
-	raw, at, err := rd.h.sync(ctx, r.token, r.since, r.filterID, rd.c.pollTimeout, rd.c.setPresence)
+	if r.poll == nil {
+		var err error
+		if r.poll, err = newPollConn(rd.h.base); err != nil {
+			return fatalError{err}
+		}
+	}
+	// The server answers after the timeout at the latest; allow it some slack before giving up.
+	ctx, cancel := context.WithTimeout(ctx, max(rd.c.pollTimeout, 0)+60*time.Second)
+	defer cancel()
+	raw, at, err := r.poll.get(ctx, rd.h, "/_matrix/client/v3/sync?"+syncQuery(r.filterID, r.since, rd.c.pollTimeout, rd.c.setPresence), r.token)
 	if err != nil {
 		var me *matrixError
 		if errors.As(err, &me) && (me.status == http.StatusUnauthorized || me.status == http.StatusBadRequest) {
