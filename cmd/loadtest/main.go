@@ -27,6 +27,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hearthmx/homeserver/cmd/internal/proc"
 )
 
 func main() {
@@ -123,33 +125,8 @@ func run(base string, senders int, d time.Duration, baseline bool, pid int) erro
 	return nil
 }
 
-// processCPU is the user + system CPU time a process has used so far (0 for pid 0), from
-// /proc/<pid>/stat, whose 14th and 15th fields count it in clock ticks (USER_HZ, 100 on Linux).
-func processCPU(pid int) (time.Duration, error) {
-	if pid == 0 {
-		return 0, nil
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) is in parentheses and may hold spaces: count fields after it.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	const tick = 10 * time.Millisecond
-	return time.Duration(utime+stime) * tick, nil
-}
+// processCPU is the user + system CPU time a process has used so far.
+func processCPU(pid int) (time.Duration, error) { return proc.CPU(pid) }
 
 // processIO reads the counters of /proc/<pid>/io (nil if unreadable: not Linux, or not our user).
 func processIO(pid int) map[string]int64 {

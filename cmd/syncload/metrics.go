@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hearthmx/homeserver/cmd/internal/proc"
 )
 
 // metricsReader reads a few unlabelled series from the server's Prometheus text endpoint.
@@ -181,29 +182,8 @@ func (m *metricsReader) steadySample(ctx context.Context, n int, interval, maxWa
 	}
 }
 
-// processCPU is the user + system CPU time a process has used so far, from /proc/<pid>/stat,
-// whose 14th and 15th fields count it in clock ticks (USER_HZ, 100 on Linux).
-func processCPU(pid int) (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) is in parentheses and may hold spaces: count fields after it.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
-}
+// processCPU is the user + system CPU time a process has used so far.
+func processCPU(pid int) (time.Duration, error) { return proc.CPU(pid) }
 
 // profileCPU writes the server's CPU profile over the next d to file (its pprof endpoint, next to
 // the metrics, served with metrics.pprof on).
