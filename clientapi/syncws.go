@@ -428,6 +428,7 @@ func (wc *wsConn) emit(ctx context.Context, data []byte, wait bool) (queued, ok 
 		}
 		select {
 		case <-wc.room:
+		case <-wc.closing:
 		case <-ctx.Done():
 			return false, false
 		}
@@ -476,15 +477,16 @@ func (wc *wsConn) write(data []byte) {
 	}
 }
 
-// reply sends an answer without waiting: a client that sends requests faster than it reads the
-// answers fills the queue and is disconnected.
+// reply sends an answer, waiting while the queue is full: a client that sends requests faster
+// than it reads the answers is slowed down (its requests are not read meanwhile), not cut off; one
+// that stops reading altogether is found too slow by the blocked write (wsWriteTimeout).
 func (wc *wsConn) reply(m wsMessage) {
 	data, err := json.Marshal(m)
 	if err != nil {
 		wc.fail(m.ID, err)
 		return
 	}
-	wc.emit(wc.ctx, data, false)
+	wc.emit(wc.ctx, data, true)
 }
 
 // errorJSON is {"type":"error","id":...,"errcode":...,"error":...} with any extra fields of the
@@ -506,7 +508,7 @@ func (wc *wsConn) errorJSON(id string, err error) ([]byte, *spec.Error) {
 // replyError queues an error answer (as reply does).
 func (wc *wsConn) replyError(id string, err error) {
 	data, _ := wc.errorJSON(id, err)
-	wc.emit(wc.ctx, data, false)
+	wc.emit(wc.ctx, data, true)
 }
 
 // fail sends the error, then closes: 4001 for token errors, 4003 for refused parameters, 1011 for

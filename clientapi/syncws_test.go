@@ -348,8 +348,10 @@ func TestSyncWSBackPressure(t *testing.T) {
 
 // TestSyncWSRepliesAndSyncsInterleaved: answers to requests and sync messages share the socket
 // (whichever goroutine finds it idle writes, the other queues behind it): both arrive complete and
-// each in its own order, and the normal close after the client's close is clean.
+// each in its own order, also when the client sends a burst of requests that overflows the queue,
+// and the normal close after the client's close is clean.
 func TestSyncWSRepliesAndSyncsInterleaved(t *testing.T) {
+	clientapi.SetWSQueueSize(t, 2)
 	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
 		alice, bob, roomID := sharedRoom(t, s)
 		// (a timeline limit above n: a response that falls behind must not be limited)
@@ -385,12 +387,12 @@ func TestSyncWSRepliesAndSyncsInterleaved(t *testing.T) {
 				}
 			}
 		}
-		// One request at a time (a client that sends more than the queue holds before reading the
-		// answers is cut off as too slow).
+		// All the requests at once, many more than the queue holds (2 here): the answers wait for
+		// room, the client is slowed down, not cut off as too slow.
 		for i := range n {
 			w.send(t, map[string]any{"type": "typing", "id": fmt.Sprintf("t%02d", i), "room_id": roomID, "typing": i%2 == 0, "timeout": 30000})
-			read(func() bool { return len(acks) > i })
 		}
+		read(func() bool { return len(acks) >= n })
 		<-done
 		read(func() bool { return len(texts) >= n })
 		for i := range n {
