@@ -62,6 +62,8 @@ type Ring struct {
 
 	mu      sync.Mutex
 	servers map[string]*serverKeys
+	// reads numbers the database reads of reload, in the order they start.
+	reads uint64
 }
 
 // serverKeys is what the ring knows of one server.
@@ -69,6 +71,9 @@ type serverKeys struct {
 	loaded    bool // the database rows were read
 	keys      map[string]storage.ServerKey
 	lastFetch time.Time
+	// read is the number of the reload whose rows keys holds: a slower read that started
+	// earlier, before the rows of a fetch were stored, must not put its older rows back.
+	read uint64
 }
 
 // NewRing returns a Ring.
@@ -185,19 +190,39 @@ func (r *Ring) cached(ctx context.Context, server, keyID string) (storage.Server
 
 // reload reads a server's keys from the database into memory.
 func (r *Ring) reload(ctx context.Context, server string) error {
+	read := r.beginRead()
 	rows, err := r.store.Read().ServerKeys(ctx, server)
 	if err != nil {
 		return fmt.Errorf("server keys of %s: %w", server, err)
 	}
+	r.apply(server, read, rows)
+	return nil
+}
+
+// beginRead numbers a database read of server keys that is about to start.
+func (r *Ring) beginRead() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reads++
+	return r.reads
+}
+
+// apply puts the rows of database read number read in memory, unless a read that started later
+// (and so saw at least as much) is there already: a slow read begun before a fetch stored its
+// keys must not hide them again (lookups then failed with "key not found" while the key was
+// stored).
+func (r *Ring) apply(server string, read uint64, rows []storage.ServerKey) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.entry(server)
-	e.loaded = true
+	if e.loaded && e.read > read {
+		return
+	}
+	e.loaded, e.read = true, read
 	e.keys = make(map[string]storage.ServerKey, len(rows))
 	for _, k := range rows {
 		e.keys[k.KeyID] = k
 	}
-	return nil
 }
 
 // entry returns the memory entry of server, creating it (r.mu held).

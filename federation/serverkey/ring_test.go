@@ -318,3 +318,36 @@ func TestOwnResponse(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleReadDoesNotHideFetchedKeys: a database read of a server's keys that started before a
+// fetch stored them, and finishes after the ring loaded them, must not put the older rows back;
+// before, lookups in that window failed with "key not found" (a join then dropped the room's
+// state events that did not verify) until the refetch interval passed.
+func TestStaleReadDoesNotHideFetchedKeys(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, store *storage.Store) {
+		ctx := context.Background()
+		clk := &clock{t: time.Now()}
+		remoteKey := newKey(t, "ed25519:r1")
+		remote := NewOwn("remote.org", remoteKey, nil, 24*time.Hour, clk.now)
+		net := &fakeNet{calls: map[string]int{}, servers: map[string]func(string, string, []byte) ([]byte, error){
+			"remote.org": keyServer(remote),
+		}}
+		ring := NewRing(Options{Own: NewOwn("us.org", newKey(t, "ed25519:us"), nil, time.Hour, clk.now), Store: store, Client: net,
+			RefetchInterval: time.Minute, Now: clk.now})
+		slow := ring.beginRead() // a read that starts now, before the fetch, and sees no rows
+		if _, err := ring.Key(ctx, "remote.org", "ed25519:r1", clk.now().UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+		ring.apply("remote.org", slow, nil) // ... and ends after it
+		k, found, err := ring.cached(ctx, "remote.org", "ed25519:r1")
+		if err != nil || !found || k.KeyID != "ed25519:r1" {
+			t.Fatalf("in memory after the stale read: %+v %v %v", k, found, err)
+		}
+		if _, err := ring.Key(ctx, "remote.org", "ed25519:r1", clk.now().UnixMilli()); err != nil {
+			t.Fatalf("after a late stale read: %v", err)
+		}
+		if n := net.count("remote.org GET /_matrix/key/v2/server"); n != 1 {
+			t.Fatalf("%d fetches, want 1", n)
+		}
+	})
+}
