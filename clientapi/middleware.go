@@ -3,12 +3,14 @@ package clientapi
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -45,14 +47,40 @@ func (a *API) withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
 		if id == "" || len(id) > 64 || strings.ContainsAny(id, " \t\r\n") {
-			var b [8]byte
-			_, _ = rand.Read(b[:])
-			id = hex.EncodeToString(b[:])
+			id = newRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
 		ctx := context.WithValue(r.Context(), keyRequestID, id)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// requestIDs numbers the requests of this process; newRequestID scrambles the number with a
+// random key, so IDs are unique without a read of the system's random source per request, and do
+// not tell a client how many requests the server has served.
+var requestIDs = struct {
+	key uint64
+	n   atomic.Uint64
+}{key: randomUint64()}
+
+func randomUint64() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+// newRequestID is 16 hex digits, different for every request of the process: the request's
+// number through a bijection of uint64 (SplitMix64's finaliser) keyed by requestIDs.key.
+func newRequestID() string {
+	x := requestIDs.n.Add(1) ^ requestIDs.key
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], x)
+	return hex.EncodeToString(b[:])
 }
 
 // statusRecorder remembers the status code for logs and metrics.
