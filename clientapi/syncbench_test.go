@@ -10,10 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"runtime/pprof"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -119,46 +116,11 @@ func benchSyncTransport(b *testing.B, backend, transport string, receivers int) 
 		}
 		return responses
 	}
-	// Warm up (caches, presence of everyone coming online), then let the background work end.
-	for range 5 {
-		if _, err := s.Rooms.Send(ctx, roomID, alice, "m.room.message", body); err != nil {
-			b.Fatal(err)
-		}
-		wait(receivers)
+	send := func() error {
+		_, err := s.Rooms.Send(ctx, roomID, alice, "m.room.message", body)
+		return err
 	}
-	drain := time.After(3 * time.Second)
-	for done := false; !done; {
-		select {
-		case <-got:
-		case <-drain:
-			done = true
-		}
-	}
-
-	responses := 0
-	cpu0 := benchCPU()
-	b.ResetTimer()
-	if *syncTransportsProfile != "" {
-		pf, err := os.Create(*syncTransportsProfile)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			b.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
-	}
-	for range b.N {
-		if _, err := s.Rooms.Send(ctx, roomID, alice, "m.room.message", body); err != nil {
-			b.Fatal(err)
-		}
-		responses += wait(receivers)
-	}
-	b.StopTimer()
-	cpu := benchCPU() - cpu0
-	b.ReportMetric(float64(cpu.Microseconds())/float64(responses), "cpu-µs/resp")
-	b.ReportMetric(float64(responses)/float64(b.N), "resp/msg")
+	servertest.FanOut(b, send, func() int { return wait(receivers) }, got, *syncTransportsProfile, nil)
 }
 
 // messagesIn counts the message events of a sync response's raw JSON.
@@ -247,13 +209,4 @@ func benchWS(ctx context.Context, client *http.Client, base, token string, q url
 		}
 		got <- messagesIn(data)
 	}
-}
-
-// benchCPU is the CPU time the process used so far (user and system).
-func benchCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -77,14 +77,7 @@ func (c *clock) add(d time.Duration) {
 func TestRingDirect(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, store *storage.Store) {
 		ctx := context.Background()
-		clk := &clock{t: time.Now()}
-		remoteKey := newKey(t, "ed25519:r1")
-		remote := NewOwn("remote.org", remoteKey, nil, 24*time.Hour, clk.now)
-		net := &fakeNet{calls: map[string]int{}, servers: map[string]func(string, string, []byte) ([]byte, error){
-			"remote.org": keyServer(remote),
-		}}
-		ring := NewRing(Options{Own: NewOwn("us.org", newKey(t, "ed25519:us"), nil, time.Hour, clk.now), Store: store, Client: net,
-			RefetchInterval: time.Minute, Now: clk.now})
+		ring, net, clk, remoteKey := directRing(t, store)
 		const direct = "remote.org GET /_matrix/key/v2/server"
 
 		got, err := ring.RequestKey(ctx, "remote.org", "ed25519:r1")
@@ -326,14 +319,7 @@ func TestOwnResponse(t *testing.T) {
 func TestStaleReadDoesNotHideFetchedKeys(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, store *storage.Store) {
 		ctx := context.Background()
-		clk := &clock{t: time.Now()}
-		remoteKey := newKey(t, "ed25519:r1")
-		remote := NewOwn("remote.org", remoteKey, nil, 24*time.Hour, clk.now)
-		net := &fakeNet{calls: map[string]int{}, servers: map[string]func(string, string, []byte) ([]byte, error){
-			"remote.org": keyServer(remote),
-		}}
-		ring := NewRing(Options{Own: NewOwn("us.org", newKey(t, "ed25519:us"), nil, time.Hour, clk.now), Store: store, Client: net,
-			RefetchInterval: time.Minute, Now: clk.now})
+		ring, net, clk, _ := directRing(t, store)
 		slow := ring.beginRead() // a read that starts now, before the fetch, and sees no rows
 		if _, err := ring.Key(ctx, "remote.org", "ed25519:r1", clk.now().UnixMilli()); err != nil {
 			t.Fatal(err)
@@ -350,4 +336,17 @@ func TestStaleReadDoesNotHideFetchedKeys(t *testing.T) {
 			t.Fatalf("%d fetches, want 1", n)
 		}
 	})
+}
+
+// directRing is a ring of us.org that fetches the keys of remote.org (key ed25519:r1) straight from it.
+func directRing(t *testing.T, store *storage.Store) (*Ring, *fakeNet, *clock, signing.Key) {
+	clk := &clock{t: time.Now()}
+	remoteKey := newKey(t, "ed25519:r1")
+	remote := NewOwn("remote.org", remoteKey, nil, 24*time.Hour, clk.now)
+	net := &fakeNet{calls: map[string]int{}, servers: map[string]func(string, string, []byte) ([]byte, error){
+		"remote.org": keyServer(remote),
+	}}
+	ring := NewRing(Options{Own: NewOwn("us.org", newKey(t, "ed25519:us"), nil, time.Hour, clk.now), Store: store, Client: net,
+		RefetchInterval: time.Minute, Now: clk.now})
+	return ring, net, clk, remoteKey
 }

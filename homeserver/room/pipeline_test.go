@@ -2,18 +2,14 @@ package room
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hearthmx/homeserver/homeserver/event"
-	"github.com/hearthmx/homeserver/homeserver/signing"
 	"github.com/hearthmx/homeserver/homeserver/storage"
 	"github.com/hearthmx/homeserver/homeserver/storage/storagetest"
 )
@@ -26,10 +22,7 @@ import (
 func TestPipelineFailedBatch(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, st *storage.Store) {
 		ctx := context.Background()
-		_, priv, _ := ed25519.GenerateKey(nil)
-		s := New(st, nil, Options{ServerName: "test.local", Key: signing.Key{ID: "ed25519:t", Private: priv}, DefaultVersion: event.V11},
-			slog.New(slog.NewTextHandler(io.Discard, nil)))
-		t.Cleanup(s.Close)
+		s := newTestService(t, st)
 		errBoom := errors.New("boom")
 		var batches atomic.Int64
 		s.commitHook = func() error {

@@ -23,10 +23,7 @@ import (
 func TestFailedJobLeavesNoState(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, st *storage.Store) {
 		ctx := context.Background()
-		_, priv, _ := ed25519.GenerateKey(nil)
-		s := New(st, nil, Options{ServerName: "test.local", Key: signing.Key{ID: "ed25519:t", Private: priv}, DefaultVersion: event.V11},
-			slog.New(slog.NewTextHandler(io.Discard, nil)))
-		t.Cleanup(s.Close)
+		s := newTestService(t, st)
 		alice, bob := "@alice:test.local", "@bob:test.local"
 		roomID, err := s.CreateRoom(ctx, CreateRequest{Creator: alice, Preset: PresetPublicChat, Topic: "one"})
 		if err != nil {
@@ -167,4 +164,13 @@ func jobErrs(jobs []*job) []error {
 		out[i] = <-j.done
 	}
 	return out
+}
+
+// newTestService is a room service of test.local on st, closed at the end of the test.
+func newTestService(t *testing.T, st *storage.Store) *Service {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	s := New(st, nil, Options{ServerName: "test.local", Key: signing.Key{ID: "ed25519:t", Private: priv}, DefaultVersion: event.V11},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(s.Close)
+	return s
 }

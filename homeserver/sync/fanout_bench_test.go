@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,42 +97,15 @@ func benchFanOut(b *testing.B, backend string, receivers int) {
 		}
 		return responses
 	}
-	// Warm up: the caches fill, and the work of everyone coming online (presence, and its
-	// federation jobs) ends before the clock starts.
-	for range 5 {
-		if _, err := s.Rooms.Send(ctx, roomID, alice, "m.room.message", body); err != nil {
-			b.Fatal(err)
-		}
-		wait(receivers)
-	}
-	drain := time.After(3 * time.Second)
-	for done := false; !done; {
-		select {
-		case <-got:
-		case <-drain:
-			done = true
-		}
-	}
-
-	responses := 0
-	cpu0 := cpuTime()
-	b.ResetTimer()
-	if *fanOutProfile != "" {
-		pf, err := os.Create(*fanOutProfile)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			b.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
-	}
-	writeHeap := func(suffix string) {
+	writeHeap := func(after bool) {
 		if *fanOutMemProfile == "" {
 			return
 		}
-		f, err := os.Create(*fanOutMemProfile + suffix)
+		name := *fanOutMemProfile
+		if !after {
+			name += ".start"
+		}
+		f, err := os.Create(name)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -142,31 +114,14 @@ func benchFanOut(b *testing.B, backend string, receivers int) {
 			b.Fatal(err)
 		}
 	}
-	writeHeap(".start")
-	for range b.N {
-		if _, err := s.Rooms.Send(ctx, roomID, alice, "m.room.message", body); err != nil {
-			b.Fatal(err)
-		}
-		responses += wait(receivers)
+	send := func() error {
+		_, err := s.Rooms.Send(ctx, roomID, alice, "m.room.message", body)
+		return err
 	}
-	b.StopTimer()
-	writeHeap("")
-	cpu := cpuTime() - cpu0
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N)/1000, "cpu-ms/msg")
-	b.ReportMetric(float64(cpu.Microseconds())/float64(responses), "cpu-µs/resp")
-	b.ReportMetric(float64(responses)/float64(b.N), "resp/msg")
+	servertest.FanOut(b, send, func() int { return wait(receivers) }, got, *fanOutProfile, writeHeap)
 }
 
 var (
 	fanOutProfile    = flag.String("fanout.cpuprofile", "", "BenchmarkFanOut: write a CPU profile of the timed part to this file")
 	fanOutMemProfile = flag.String("fanout.memprofile", "", "BenchmarkFanOut: write the allocations before (FILE.start) and after the timed part (FILE): go tool pprof -diff_base FILE.start FILE")
 )
-
-// cpuTime is the CPU time the process used so far (user and system).
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
