@@ -9,11 +9,13 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/hearthmx/homeserver/federation/fedclient"
+	"github.com/hearthmx/homeserver/federation/serverkey"
 	"github.com/hearthmx/homeserver/homeserver/event"
 	"github.com/hearthmx/homeserver/homeserver/room"
 	"github.com/hearthmx/homeserver/homeserver/spec"
@@ -261,11 +263,125 @@ func (a *API) joinVia(ctx context.Context, server, roomID, userID string, profil
 			join = signed
 		}
 	}
-	state := a.checkAll(ctx, v, resp.State)
-	chain := a.checkAll(ctx, v, resp.AuthChain)
+	state, chain, err := a.checkJoinState(ctx, v, join, resp.State, resp.AuthChain)
+	if err != nil {
+		return "", fmt.Errorf("%s answered send_join with a state this server cannot join on: %w", server, err)
+	}
 	if err := a.rooms.CompleteRemoteJoin(ctx, v, roomID, state, chain, join); err != nil {
 		return "", err
 	}
 	a.versions.Store(roomID, v)
 	return join.EventID, nil
+}
+
+// checkJoinState checks the state and auth chain of a send_join answer (steps 1 to 3 of the PDU
+// pipeline; the two lists overlap, so each distinct event is checked once) and returns the
+// events that pass. Events that fail are dropped, as the spec asks, but the answer is refused if
+// the join would then rest on part of the room: when the state has no m.room.create event, or an
+// auth event of the join or of a state event (through the auth chain) is missing or failed.
+func (a *API) checkJoinState(ctx context.Context, v event.Version, join *event.PDU, rawState, rawChain []json.RawMessage) (state, chain []*event.PDU, err error) {
+	pos := map[string]int{} // distinct event JSON -> its index in raws
+	var raws []json.RawMessage
+	for _, raw := range slices.Concat(rawState, rawChain) {
+		if _, ok := pos[string(raw)]; !ok {
+			pos[string(raw)] = len(raws)
+			raws = append(raws, raw)
+		}
+	}
+	res := a.checkEach(ctx, v, raws)
+	a.recheckUnavailable(ctx, v, raws, res)
+	have := map[string]*event.PDU{}
+	for _, c := range res {
+		if c.err != nil {
+			a.log.Info("federation: dropped an event of a send_join answer", "err", c.err)
+			continue
+		}
+		have[c.pdu.EventID] = c.pdu
+	}
+	pick := func(raws []json.RawMessage) []*event.PDU {
+		out := make([]*event.PDU, 0, len(raws))
+		seen := map[string]bool{}
+		for _, raw := range raws {
+			// A copy that failed counts as its event if another copy of it passed.
+			if p := res[pos[string(raw)]].pdu; p != nil && have[p.EventID] != nil && !seen[p.EventID] {
+				seen[p.EventID] = true
+				out = append(out, have[p.EventID])
+			}
+		}
+		return out
+	}
+	state, chain = pick(rawState), pick(rawChain)
+	if err := joinNeeds(join, state, have); err != nil {
+		return nil, nil, err
+	}
+	return state, chain, nil
+}
+
+// recheckUnavailable checks again, once, the events of res that failed only because a signing
+// key could not be had (serverkey.UnavailableError), after a fresh fetch of each such key that
+// ignores the key ring's refetch interval. Without it, a key fetch that timed out under load, or
+// the interval after an earlier failed one, dropped the events of a whole server from the state
+// of a room being joined, as if they were forged, and the join completed with part of the room.
+func (a *API) recheckUnavailable(ctx context.Context, v event.Version, raws []json.RawMessage, res []checked) {
+	var again []int
+	wanted := map[string]*serverkey.UnavailableError{} // by server: one key is enough to ask it
+	for i, c := range res {
+		var ue *serverkey.UnavailableError
+		if c.err != nil && errors.As(c.err, &ue) {
+			again = append(again, i)
+			wanted[ue.Server] = ue
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, ue := range wanted {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := a.keys.Refetch(ctx, ue.Server, ue.KeyID, ue.AtTS); err != nil {
+				a.log.Info("federation: refetching server keys for a join", "server", ue.Server, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	retry := make([]json.RawMessage, len(again))
+	for k, i := range again {
+		retry[k] = raws[i]
+	}
+	for k, c := range a.checkEach(ctx, v, retry) {
+		res[again[k]] = c
+	}
+}
+
+// joinNeeds checks that the events the join rests on are all in have: an m.room.create event in
+// the state, and the auth events of the join and of each state event, through their own auth
+// events.
+func joinNeeds(join *event.PDU, state []*event.PDU, have map[string]*event.PDU) error {
+	todo := slices.Clone(join.AuthEvents)
+	create := false
+	for _, p := range state {
+		create = create || (p.Type == room.TypeCreate && p.StateKey != nil && *p.StateKey == "")
+		todo = append(todo, p.AuthEvents...)
+	}
+	if !create {
+		return errors.New("the state has no valid m.room.create event")
+	}
+	seen := map[string]bool{}
+	for len(todo) > 0 {
+		id := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		p := have[id]
+		if p == nil {
+			return fmt.Errorf("auth event %s is missing or did not verify", id)
+		}
+		todo = append(todo, p.AuthEvents...)
+	}
+	return nil
 }

@@ -275,7 +275,21 @@ func (a *API) storeOutliers(ctx context.Context, roomID string, v event.Version,
 // checkAll is steps 1 to 3 for events of a room of version v (not necessarily known yet); the
 // events that fail are dropped.
 func (a *API) checkAll(ctx context.Context, v event.Version, raws []json.RawMessage) []*event.PDU {
-	out := make([]*event.PDU, len(raws))
+	var out []*event.PDU
+	for _, c := range a.checkEach(ctx, v, raws) {
+		if c.err != nil {
+			a.log.Info("federation: dropped an event", "err", c.err)
+			continue
+		}
+		out = append(out, c.pdu)
+	}
+	return out
+}
+
+// checkEach is steps 1 to 3 for events of a room of version v, in parallel: the outcome of each
+// (pdu is set when it parsed, even if it then failed).
+func (a *API) checkEach(ctx context.Context, v event.Version, raws []json.RawMessage) []checked {
+	out := make([]checked, len(raws))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for i, raw := range raws {
@@ -283,16 +297,11 @@ func (a *API) checkAll(ctx context.Context, v event.Version, raws []json.RawMess
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			p, err := a.checkPDU(ctx, v, raw)
-			if err != nil {
-				a.log.Info("federation: dropped an event", "err", err)
-				return
-			}
-			out[i] = p
+			out[i].pdu, out[i].err = a.checkPDU(ctx, v, raw)
 		}()
 	}
 	wg.Wait()
-	return slices.DeleteFunc(out, func(p *event.PDU) bool { return p == nil })
+	return out
 }
 
 // fetchStateBefore gets the state before an event from origin: /state_ids, then the events we

@@ -71,6 +71,8 @@ type serverKeys struct {
 	loaded    bool // the database rows were read
 	keys      map[string]storage.ServerKey
 	lastFetch time.Time
+	// lastErr is why the last fetch failed (nil: it was answered).
+	lastErr error
 	// read is the number of the reload whose rows keys holds: a slower read that started
 	// earlier, before the rows of a fetch were stored, must not put its older rows back.
 	read uint64
@@ -109,6 +111,30 @@ func (r *Ring) RequestKey(ctx context.Context, server, keyID string) (ed25519.Pu
 
 var _ event.KeyFunc = (*Ring)(nil).Key
 
+// ErrKeyUnavailable matches an UnavailableError.
+var ErrKeyUnavailable = errors.New("signing key not available now")
+
+// UnavailableError is a key lookup that failed for a reason that may pass: the server and the
+// notaries could not be heard (now, or at the last fetch within the refetch interval), or the
+// database could not be read. It matches event.ErrKeyNotFound, so that the signature is skipped
+// as one by an unknown key, and ErrKeyUnavailable, so that a caller that must not lose the event
+// can Refetch the key and verify again.
+type UnavailableError struct {
+	Server, KeyID string
+	AtTS          int64 // the time the key was wanted for
+	Err           error
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("%v: %s of %s: %v", ErrKeyUnavailable, e.KeyID, e.Server, e.Err)
+}
+
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+func (e *UnavailableError) Is(target error) bool {
+	return target == ErrKeyUnavailable || target == event.ErrKeyNotFound
+}
+
 // usable says whether a stored key verifies something signed at atTS, and whether asking again
 // could change the answer.
 func usable(k storage.ServerKey, atTS int64, current bool) (ok, final bool) {
@@ -129,7 +155,7 @@ func (r *Ring) lookup(ctx context.Context, server, keyID string, atTS int64, cur
 	}
 	k, found, err := r.cached(ctx, server, keyID)
 	if err != nil {
-		return nil, err
+		return nil, &UnavailableError{Server: server, KeyID: keyID, AtTS: atTS, Err: err}
 	}
 	if found {
 		ok, final := usable(k, atTS, current)
@@ -142,26 +168,44 @@ func (r *Ring) lookup(ctx context.Context, server, keyID string, atTS int64, cur
 	}
 	// Another node may have fetched it meanwhile: look in the database before asking the network.
 	if err := r.reload(ctx, server); err != nil {
-		return nil, err
+		return nil, &UnavailableError{Server: server, KeyID: keyID, AtTS: atTS, Err: err}
 	}
 	if k, found, _ = r.cached(ctx, server, keyID); found {
 		if ok, _ := usable(k, atTS, current); ok {
 			return decodeKey(k.PublicKey)
 		}
 	}
-	if err := r.fetch(ctx, server, keyID, atTS); err != nil {
-		r.log.Debug("federation: fetching server keys", "server", server, "key_id", keyID, "err", err)
+	fetchErr := r.fetch(ctx, server, keyID, atTS, false)
+	if fetchErr != nil {
+		r.log.Debug("federation: fetching server keys", "server", server, "key_id", keyID, "err", fetchErr)
 	}
 	if k, found, err = r.cached(ctx, server, keyID); err != nil {
-		return nil, err
+		return nil, &UnavailableError{Server: server, KeyID: keyID, AtTS: atTS, Err: err}
 	}
 	if found {
 		if ok, _ := usable(k, atTS, current); ok {
 			return decodeKey(k.PublicKey)
 		}
+	}
+	if fetchErr != nil && !errors.Is(fetchErr, errFetchedRecently) {
+		// The server (or a notary) was not heard: it may well have the key.
+		return nil, &UnavailableError{Server: server, KeyID: keyID, AtTS: atTS, Err: fetchErr}
+	}
+	if found {
 		return nil, fmt.Errorf("%w: %s of %s is not valid at %d", event.ErrKeyNotFound, keyID, server, atTS)
 	}
 	return nil, fmt.Errorf("%w: %s of %s", event.ErrKeyNotFound, keyID, server)
+}
+
+// Refetch asks server (then the notaries) for its keys now, even if it was asked within the
+// refetch interval, for a caller that cannot do without a key that was unavailable
+// (UnavailableError): the join of a room, whose state must verify whole. keyID and atTS are the
+// key wanted and when it must be valid (they decide whether the notaries are asked too).
+func (r *Ring) Refetch(ctx context.Context, server, keyID string, atTS int64) error {
+	if server == r.own.serverName {
+		return nil
+	}
+	return r.fetch(ctx, server, keyID, atTS, true)
 }
 
 // cached returns the key from memory, reading the server's rows from the database the first
@@ -243,46 +287,40 @@ func (r *Ring) entry(server string) *serverKeys {
 	return e
 }
 
+// errFetchedRecently is a fetch skipped because the last one, within the refetch interval,
+// succeeded: what it stored is what the server has.
+var errFetchedRecently = errors.New("fetched recently")
+
 // fetch asks server, then the notaries, for its keys (valid until at least minValid), at most once
-// per RefetchInterval, and stores what verifies.
-func (r *Ring) fetch(ctx context.Context, server, keyID string, minValid int64) error {
-	ch := r.flight.DoChan(server, func() (any, error) {
+// per RefetchInterval unless force, and stores what verifies.
+func (r *Ring) fetch(ctx context.Context, server, keyID string, minValid int64, force bool) error {
+	flight := server
+	if force {
+		flight = "force " + server // not answered by a throttled lookup's shared call
+	}
+	ch := r.flight.DoChan(flight, func() (any, error) {
 		// The throttle is checked inside the shared call, so that lookups arriving while a fetch
 		// is under way wait for its result instead of failing as "fetched recently".
 		r.mu.Lock()
 		e := r.entry(server)
-		if !e.lastFetch.IsZero() && r.now().Sub(e.lastFetch) < r.refetch {
+		if !force && !e.lastFetch.IsZero() && r.now().Sub(e.lastFetch) < r.refetch {
+			lastErr := e.lastErr
 			r.mu.Unlock()
-			return nil, errors.New("fetched recently")
+			if lastErr != nil {
+				return nil, fmt.Errorf("fetched recently, and that failed: %w", lastErr)
+			}
+			return nil, errFetchedRecently
 		}
 		e.lastFetch = r.now()
 		r.mu.Unlock()
 		// Shared by everyone waiting for this server: one of them giving up must not cancel it.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		err := r.fetchDirect(ctx, server)
-		if err == nil {
-			if k, ok, _ := r.cached(ctx, server, keyID); ok {
-				if ok, _ := usable(k, minValid, false); ok {
-					return nil, nil
-				}
-			}
-		}
-		var errs []error
-		if err != nil {
-			errs = append(errs, err)
-		}
-		for _, n := range r.notaries {
-			if n.ServerName == server {
-				continue
-			}
-			err := r.fetchFromNotary(ctx, n, server, keyID, minValid)
-			if err == nil {
-				return nil, nil
-			}
-			errs = append(errs, err)
-		}
-		return nil, errors.Join(errs...)
+		err := r.fetchFrom(ctx, server, keyID, minValid)
+		r.mu.Lock()
+		r.entry(server).lastErr = err
+		r.mu.Unlock()
+		return nil, err
 	})
 	select {
 	case <-ctx.Done():
@@ -290,6 +328,34 @@ func (r *Ring) fetch(ctx context.Context, server, keyID string, minValid int64) 
 	case res := <-ch:
 		return res.Err
 	}
+}
+
+// fetchFrom asks server, then the notaries, for its keys and stores what verifies. It returns nil
+// when keyID was found, or when the server answered without it and no notary failed.
+func (r *Ring) fetchFrom(ctx context.Context, server, keyID string, minValid int64) error {
+	err := r.fetchDirect(ctx, server)
+	if err == nil {
+		if k, ok, _ := r.cached(ctx, server, keyID); ok {
+			if ok, _ := usable(k, minValid, false); ok {
+				return nil
+			}
+		}
+	}
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, n := range r.notaries {
+		if n.ServerName == server {
+			continue
+		}
+		err := r.fetchFromNotary(ctx, n, server, keyID, minValid)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // storeResponses saves verified responses (fetched from `from`) and reloads the memory entry.

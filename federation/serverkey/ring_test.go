@@ -350,3 +350,47 @@ func directRing(t *testing.T, store *storage.Store) (*Ring, *fakeNet, *clock, si
 		RefetchInterval: time.Minute, Now: clk.now})
 	return ring, net, clk, remoteKey
 }
+
+// A key that could not be fetched is "unavailable", not merely unknown, for as long as the ring
+// would not ask again; Refetch asks again at once. A key the server answered without is unknown.
+func TestRingUnavailableAndRefetch(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, store *storage.Store) {
+		ctx := context.Background()
+		ring, net, clk, remoteKey := directRing(t, store)
+		const direct = "remote.org GET /_matrix/key/v2/server"
+		up := net.servers["remote.org"]
+		net.servers["remote.org"] = nil // down
+		ts := clk.now().UnixMilli()
+
+		for i := range 2 { // the fetch fails, then the lookup within the interval is throttled
+			_, err := ring.Key(ctx, "remote.org", "ed25519:r1", ts)
+			var ue *UnavailableError
+			if !errors.Is(err, ErrKeyUnavailable) || !errors.Is(err, event.ErrKeyNotFound) || !errors.As(err, &ue) ||
+				ue.Server != "remote.org" || ue.KeyID != "ed25519:r1" || ue.AtTS != ts {
+				t.Fatalf("lookup %d while the server is down: %v", i, err)
+			}
+		}
+		if n := net.count(direct); n != 1 {
+			t.Fatalf("fetches while down = %d, want 1", n)
+		}
+
+		net.servers["remote.org"] = up
+		if err := ring.Refetch(ctx, "remote.org", "ed25519:r1", ts); err != nil || net.count(direct) != 2 {
+			t.Fatalf("Refetch within the interval: %v, fetches %d", err, net.count(direct))
+		}
+		if got, err := ring.Key(ctx, "remote.org", "ed25519:r1", ts); err != nil || !got.Equal(remoteKey.Public()) {
+			t.Fatalf("lookup after Refetch: %v, %v", got, err)
+		}
+		// The server answered without this key: unknown, not unavailable, also when throttled.
+		for i := range 2 {
+			clk.add(2 * time.Minute * time.Duration(1-i))
+			_, err := ring.Key(ctx, "remote.org", "ed25519:nope", clk.now().UnixMilli())
+			if !errors.Is(err, event.ErrKeyNotFound) || errors.Is(err, ErrKeyUnavailable) {
+				t.Fatalf("lookup %d of a key the server does not have: %v", i, err)
+			}
+		}
+		if n := net.count(direct); n != 3 {
+			t.Fatalf("fetches = %d, want 3", n)
+		}
+	})
+}

@@ -145,12 +145,14 @@ func signaturesOf(canon []byte, serverName string) (map[string]string, error) {
 // at least one must remain.
 func verifyServer(ctx context.Context, msg []byte, sigs map[string]string, serverName string, atTS int64, getKey KeyFunc) error {
 	checked := 0
+	var skipped error // why a key was skipped: told with ErrNoSignature (it may say "try again later")
 	for keyID, sig := range sigs {
 		if !strings.HasPrefix(keyID, ed25519Prefix) {
 			continue
 		}
 		key, err := getKey(ctx, serverName, keyID, atTS)
 		if errors.Is(err, ErrKeyNotFound) {
+			skipped = err
 			continue
 		}
 		if err != nil {
@@ -160,6 +162,9 @@ func verifyServer(ctx context.Context, msg []byte, sigs map[string]string, serve
 			return err
 		}
 		checked++
+	}
+	if checked == 0 && skipped != nil {
+		return fmt.Errorf("%w from %s by a known key: %w", ErrNoSignature, serverName, skipped)
 	}
 	if checked == 0 {
 		return fmt.Errorf("%w from %s by a known key", ErrNoSignature, serverName)
