@@ -130,7 +130,7 @@ func (t *txn) persist(rs *roomState, pdu *event.PDU, o appendOpts) error {
 			return err
 		}
 		if txnRow != nil {
-			if err := c.InsertTransactions(ctx, []storage.Transaction{*txnRow}); err != nil {
+			if err := c.InsertTransaction(ctx, *txnRow); err != nil {
 				return err
 			}
 		}

@@ -25,6 +25,12 @@ type dialect interface {
 	mapError(err error) error
 	// lockMigrations keeps other nodes from migrating the same database at the same time.
 	lockMigrations(ctx context.Context, db *sql.DB) (unlock func(), err error)
+	// insertAll begins a multi-row INSERT after whose failure the caller must give up the
+	// transaction, as after any failed statement on PostgreSQL. On SQLite that is INSERT OR
+	// FAIL, which may leave the rows before the failing one in place and so spares the insert
+	// the statement journal (a copy of each page it touches, kept so that the statement alone
+	// could be undone).
+	insertAll() string
 }
 
 func dialectFor(backend string) (dialect, error) {
@@ -48,22 +54,27 @@ func (sqliteDialect) open(o Options) (*sql.DB, *sql.DB, error) {
 	base := "file:" + (&url.URL{Path: o.SQLitePath}).EscapedPath() +
 		// busy_timeout first: switching a new database to WAL needs a lock another node may hold.
 		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)" +
-		// 64 MiB page cache per connection: a batch of events must not spill to the WAL mid-transaction.
-		"&_pragma=cache_size(-65536)" +
 		// Savepoints (one per job of a batch) keep their sub-journal in memory, not in a temp file.
 		"&_pragma=temp_store(MEMORY)" +
 		// Checkpoints run in the background (Store.checkpointLoop); this only caps the WAL should
 		// they fall behind.
 		"&_pragma=wal_autocheckpoint(16384)"
-	write, err := sql.Open("sqlite", base+"&_txlock=immediate")
+	// The writer's page cache is small on purpose: at the end of every write transaction SQLite
+	// walks the whole hash table of the connection's cache (pcache1Truncate), so a 64 MiB cache
+	// made the send path's writer spend ~14 µs of CPU per event in that walk, against ~2 µs
+	// with 4 MiB (docs/performance.md, "Fifth session"). The B-trees' inner pages, which every insert descends, fit in 4 MiB; a
+	// batch with more dirty pages than that spills some to the WAL before its commit, which is
+	// correct and only slower.
+	write, err := sql.Open("sqlite", base+"&_pragma=cache_size(-4096)&_txlock=immediate")
 	if err != nil {
 		return nil, nil, err
 	}
-	// Write transactions are serialised by Store.writeMu (SQLite allows one writer anyway); the
-	// second connection lets statements be prepared while the first holds a transaction.
+	// Write transactions run one at a time (Store.writeMu; SQLite allows one writer anyway) on one
+	// connection of this pool (Store.writeConn); the second serves migrations and checkpoints.
 	write.SetMaxOpenConns(2)
 	write.SetMaxIdleConns(2)
-	read, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
+	// Readers keep a 64 MiB cache each (the default is 2 MiB).
+	read, err := sql.Open("sqlite", base+"&_pragma=cache_size(-65536)&_pragma=query_only(1)")
 	if err != nil {
 		write.Close()
 		return nil, nil, err
@@ -86,6 +97,8 @@ func (sqliteDialect) ddl(s string) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+func (sqliteDialect) insertAll() string { return "INSERT OR FAIL INTO" }
 
 func (sqliteDialect) mapError(err error) error {
 	var se *sqlite.Error
@@ -116,6 +129,8 @@ func (postgresDialect) open(o Options) (*sql.DB, *sql.DB, error) {
 }
 
 func (postgresDialect) ddl(s string) string { return s }
+
+func (postgresDialect) insertAll() string { return "INSERT INTO" }
 
 // migrationLockKey is the advisory lock nodes take while migrating ("hsmigrat" in ASCII).
 const migrationLockKey = 0x68736d6967726174

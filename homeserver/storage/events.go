@@ -120,7 +120,8 @@ func (c Conn) insertEdges(ctx context.Context, events []Event) error {
 // driver's cost grows with the parameters bound), and stores no DAG edges. event_edges answers
 // "which stored events name this one as a prev_event", asked when an event arrives after one of
 // its successors (fetched missing events, backfill); an event created here names only events
-// already stored, so its edges can never be part of that answer.
+// already stored, so its edges can never be part of that answer. After a failure (a repeated event
+// ID) the caller must give up the transaction: on SQLite the rows before the failing one stay.
 func (c Conn) InsertTimelineEvents(ctx context.Context, events []Event) error {
 	for len(events) > 0 {
 		n := min(len(events), maxRowsPerInsert)
@@ -132,7 +133,7 @@ func (c Conn) InsertTimelineEvents(ctx context.Context, events []Event) error {
 			args = append(args, e.EventID, e.RoomID, e.Type, e.Sender, e.Depth, e.OriginServerTS, e.StreamPos, e.StateGroup,
 				e.TxnID, e.TxnDevice, string(e.PDU), string(e.ClientJSON))
 		}
-		if _, err := c.exec(ctx, `INSERT INTO events (event_id, room_id, type, sender, depth, origin_server_ts, stream_pos, state_group,
+		if _, err := c.exec(ctx, c.dialect.insertAll()+` events (event_id, room_id, type, sender, depth, origin_server_ts, stream_pos, state_group,
 			txn_id, txn_device, pdu, client_json) VALUES `+rowPlaceholders(n, 12), args...); err != nil {
 			return err
 		}
@@ -314,9 +315,13 @@ func transactionEventsQuery(n int) string {
 		WHERE (localpart, device_id, txn_id) IN (VALUES ` + rowPlaceholders(n, 3) + `)`
 }
 
-// InsertTransaction records (user, device, txn) -> event in the event's transaction.
-func (c Conn) InsertTransaction(ctx context.Context, localpart, deviceID, txnID, eventID string, ts int64) error {
-	return c.InsertTransactions(ctx, []Transaction{{Localpart: localpart, DeviceID: deviceID, TxnID: txnID, EventID: eventID, TS: ts}})
+// InsertTransaction records (user, device, txn) -> event in the event's transaction; a repeat is
+// ErrConflict, and ends only this statement on SQLite (a savepoint keeps the transaction usable on
+// PostgreSQL).
+func (c Conn) InsertTransaction(ctx context.Context, t Transaction) error {
+	_, err := c.exec(ctx, `INSERT INTO transaction_ids (localpart, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)`,
+		t.Localpart, t.DeviceID, t.TxnID, t.EventID, t.TS)
+	return err
 }
 
 // Transaction is one row of transaction_ids: (user, device, txn) -> event.
@@ -325,7 +330,8 @@ type Transaction struct {
 	TS                                  int64
 }
 
-// InsertTransactions records several transaction IDs with one statement per maxRowsPerInsert.
+// InsertTransactions records several transaction IDs with one statement per maxRowsPerInsert. A
+// repeat is ErrConflict, after which the caller must give up the transaction (InsertTimelineEvents).
 func (c Conn) InsertTransactions(ctx context.Context, ts []Transaction) error {
 	for len(ts) > 0 {
 		n := min(len(ts), maxRowsPerInsert)
@@ -333,7 +339,7 @@ func (c Conn) InsertTransactions(ctx context.Context, ts []Transaction) error {
 		for _, t := range ts[:n] {
 			args = append(args, t.Localpart, t.DeviceID, t.TxnID, t.EventID, t.TS)
 		}
-		if _, err := c.exec(ctx, `INSERT INTO transaction_ids (localpart, device_id, txn_id, event_id, created_ts) VALUES `+
+		if _, err := c.exec(ctx, c.dialect.insertAll()+` transaction_ids (localpart, device_id, txn_id, event_id, created_ts) VALUES `+
 			rowPlaceholders(n, 5), args...); err != nil {
 			return err
 		}
