@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -131,20 +132,18 @@ func (a *API) withLogAndMetrics(next http.Handler) http.Handler {
 					writeJSON(rec, http.StatusInternalServerError, spec.ErrUnknown)
 				}
 			}
-			route := chi.RouteContext(r.Context()).RoutePattern()
-			if route == "" {
-				route = "unmatched"
-			}
+			rc := chi.RouteContext(r.Context())
 			elapsed := time.Since(start)
-			a.metrics.requests.WithLabelValues(r.Method, route, strconv.Itoa(rec.status)).Inc()
-			a.metrics.duration.WithLabelValues(r.Method, route).Observe(elapsed.Seconds())
+			rm := a.metrics.forRoute(r.Method, rc, rec.status)
+			rm.requests.Inc()
+			rm.duration.Observe(elapsed.Seconds())
 			level := slog.LevelDebug
 			if rec.status >= 500 {
 				level = slog.LevelWarn
 			}
 			if a.log.Enabled(r.Context(), level) { // most requests: not worth building the record
 				a.log.Log(r.Context(), level, "request", "request_id", RequestID(r.Context()), "method", r.Method,
-					"route", route, "status", rec.status, "bytes", rec.bytes, "ms", elapsed.Milliseconds(), "ip", a.clientIP(r))
+					"route", rm.route, "status", rec.status, "bytes", rec.bytes, "ms", elapsed.Milliseconds(), "ip", a.clientIP(r))
 			}
 		}()
 		next.ServeHTTP(rec, r)
@@ -263,6 +262,59 @@ func (a *API) trustedProxy(ip net.IP) bool {
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+
+	// routes holds each (method, route, status)'s counter and histogram once looked up: the
+	// label lookups and chi's joining of the route's patterns into one string cost a long-poll
+	// response ~2 % of its CPU.
+	mu     sync.RWMutex
+	routes map[routeKey]*routeMetrics
+}
+
+// routeKey names a request's route by chi's patterns as they are: most routes have one or two
+// (the client API's prefix, then the endpoint); longer ones are joined.
+type routeKey struct {
+	method, p0, p1 string
+	n, status      int
+}
+
+type routeMetrics struct {
+	route    string
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+func (m *metrics) forRoute(method string, rc *chi.Context, status int) *routeMetrics {
+	k := routeKey{method: method, status: status}
+	if rc != nil {
+		k.n = len(rc.RoutePatterns)
+	}
+	switch {
+	case k.n == 1:
+		k.p0 = rc.RoutePatterns[0]
+	case k.n == 2:
+		k.p0, k.p1 = rc.RoutePatterns[0], rc.RoutePatterns[1]
+	case k.n > 2:
+		k.p0 = rc.RoutePattern()
+	}
+	m.mu.RLock()
+	rm := m.routes[k]
+	m.mu.RUnlock()
+	if rm != nil {
+		return rm
+	}
+	route := "unmatched"
+	if rc != nil && rc.RoutePattern() != "" {
+		route = rc.RoutePattern()
+	}
+	rm = &routeMetrics{route: route,
+		requests: m.requests.WithLabelValues(method, route, strconv.Itoa(status)),
+		duration: m.duration.WithLabelValues(method, route)}
+	m.mu.Lock()
+	if len(m.routes) < 10000 { // methods and statuses are the client's choice: a bound
+		m.routes[k] = rm
+	}
+	m.mu.Unlock()
+	return rm
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -274,6 +326,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "homeserver_http_request_duration_seconds", Help: "HTTP request latency by method and route.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"method", "route"}),
+		routes: map[routeKey]*routeMetrics{},
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.duration)
