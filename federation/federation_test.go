@@ -42,7 +42,10 @@ const (
 // forEachBackend runs fn per storage backend.
 func forEachBackend(t *testing.T, fn func(t *testing.T, backend string)) {
 	for _, b := range storagetest.Backends {
-		t.Run(b, func(t *testing.T) { fn(t, b) })
+		t.Run(b, func(t *testing.T) {
+			storagetest.RequireBackend(t, b)
+			fn(t, b)
+		})
 	}
 }
 

@@ -63,17 +63,26 @@ func Open(t testing.TB, backend string) *storage.Store {
 	return s
 }
 
+// RequireBackend skips t when the backend's database is not there (PostgreSQL without
+// HS_TEST_POSTGRES_DSN), or fails it under CI. A test whose subtests start servers on t (which
+// must then skip t itself, not a subtest) calls it before them.
+func RequireBackend(t testing.TB, backend string) {
+	t.Helper()
+	if backend != "postgres" || os.Getenv(EnvPostgresDSN) != "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("storagetest: %s is not set under CI; run the tests with scripts/test.sh", EnvPostgresDSN)
+	}
+	t.Skipf("storagetest: %s not set; PostgreSQL tests skipped (scripts/test.sh sets it)", EnvPostgresDSN)
+}
+
 // NewPostgresDatabase creates an empty database on the test server and returns its DSN. The database
 // is dropped when the test ends.
 func NewPostgresDatabase(t testing.TB) string {
 	t.Helper()
+	RequireBackend(t, "postgres")
 	admin := os.Getenv(EnvPostgresDSN)
-	if admin == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("storagetest: %s is not set under CI; run the tests with scripts/test.sh", EnvPostgresDSN)
-		}
-		t.Skipf("storagetest: %s not set; PostgreSQL tests skipped (scripts/test.sh sets it)", EnvPostgresDSN)
-	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	name := "hs_test_" + hex.EncodeToString(b[:])
