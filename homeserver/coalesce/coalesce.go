@@ -140,6 +140,18 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K, fn func(context.Context) (
 	return e.val, nil
 }
 
+// Peek returns the kept answer for key, if a read of it ended well less than ttl ago; it never
+// reads, nor waits for a read under way.
+func (c *Cache[K, V]) Peek(key K) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.m[key]; e != nil && !e.ended.IsZero() && e.err == nil && time.Since(e.ended) <= c.ttl {
+		return e.val, true
+	}
+	var zero V
+	return zero, false
+}
+
 // sweep drops the answers kept longer than ttl. Called with mu held.
 func (c *Cache[K, V]) sweep(now time.Time) {
 	for k, e := range c.m {

@@ -80,3 +80,26 @@ func TestCacheExpires(t *testing.T) {
 		t.Errorf("expired answer kept: %d", v)
 	}
 }
+
+// Peek answers only with a kept answer of a read that ended well, within ttl; it never reads.
+func TestCachePeek(t *testing.T) {
+	c := NewCache[string, int](50*time.Millisecond, 10)
+	if _, ok := c.Peek("a"); ok {
+		t.Fatal("Peek answered before any read")
+	}
+	ctx := context.Background()
+	if _, err := c.Get(ctx, "a", func(context.Context) (int, error) { return 7, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := c.Peek("a"); !ok || v != 7 {
+		t.Fatalf("Peek after a read: %d, %v; want 7, true", v, ok)
+	}
+	_, _ = c.Get(ctx, "b", func(context.Context) (int, error) { return 0, errors.New("failed") })
+	if _, ok := c.Peek("b"); ok {
+		t.Fatal("Peek answered with a failed read")
+	}
+	time.Sleep(60 * time.Millisecond)
+	if _, ok := c.Peek("a"); ok {
+		t.Fatal("Peek answered after ttl")
+	}
+}

@@ -6,3 +6,6 @@ func SetSharing(s *Service, on bool) { s.noShare.Store(!on) }
 
 // SharedUses is how many times a shared room section went into a response.
 func SharedUses(s *Service) int64 { return s.sharedUses.Load() }
+
+// TimelineReads is how many times a sync read rooms' events between two positions.
+func TimelineReads(s *Service) int64 { return s.timelineReads.Load() }

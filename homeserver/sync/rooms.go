@@ -209,6 +209,9 @@ func (s *Service) readTimelines(ctx context.Context, c storage.Conn, req Request
 	var pending []*roomJob
 	for _, j := range jobs {
 		j.scanned = j.to
+		if s.peekSection(req, p, j, since) {
+			continue
+		}
 		if j.from == since && since > 0 && j.from < j.to {
 			byRoom[j.m.RoomID] = j
 			pending = append(pending, j)
@@ -242,6 +245,9 @@ func (s *Service) readTimelines(ctx context.Context, c storage.Conn, req Request
 		pending, upper = next, floor
 	}
 	for _, j := range jobs {
+		if j.sec != nil { // peeked
+			continue
+		}
 		if s.shareable(j, since) {
 			sec, err := s.section(ctx, c, req, p, j, since)
 			if err != nil {

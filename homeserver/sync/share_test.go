@@ -52,6 +52,7 @@ func TestSharedRoomSection(t *testing.T) {
 			u      servertest.User
 			filter string
 			shared bool // expected to get the shared section
+			peeked bool // ... built by an earlier one, without reading the room's events
 		}
 		// compare syncs each from since with and without shared sections and wants the same bytes
 		// (ages aside: they are taken when a response is built). It returns the next token.
@@ -65,13 +66,16 @@ func TestSharedRoomSection(t *testing.T) {
 				}
 				req := hsync.Request{UserID: w.u.UserID, Localpart: w.u.Localpart, DeviceID: w.u.DeviceID, Since: since, Filter: f}
 				hsync.SetSharing(s.Sync, true)
-				before := hsync.SharedUses(s.Sync)
+				before, reads := hsync.SharedUses(s.Sync), hsync.TimelineReads(s.Sync)
 				shared, err := s.Sync.Sync(ctx, req)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if got := hsync.SharedUses(s.Sync) > before; got != w.shared {
 					t.Errorf("%s: shared section used %v, want %v", w.name, got, w.shared)
+				}
+				if got := hsync.TimelineReads(s.Sync) == reads; w.peeked && !got {
+					t.Errorf("%s: read the room's events for a section already built", w.name)
 				}
 				hsync.SetSharing(s.Sync, false)
 				own, err := s.Sync.Sync(ctx, req)
@@ -97,14 +101,14 @@ func TestSharedRoomSection(t *testing.T) {
 		// A: one message of alice's, with a transaction ID.
 		send(t, s, alice, roomID, "m2")
 		t2 := compare(t, r1.NextBatch, []syncer{
-			{"bob", bob, plain, true},
-			{"dave, same filter", dave, plain, true},
-			{"alice, the sender", alice, plain, false},
-			{"alice's other device", aliceOther, plain, true},
-			{"carol, limit 1", carol, limitOne, true},
-			{"erin, messages only", erin, messages, true},
-			{"lazy, has alice's member event", lazy, lazyLoad, true},
-			{"lazy's other device, has not", lazyOther, lazyLoad, false},
+			{"bob", bob, plain, true, false},
+			{"dave, same filter", dave, plain, true, true},
+			{"alice, the sender", alice, plain, false, false},
+			{"alice's other device", aliceOther, plain, true, true},
+			{"carol, limit 1", carol, limitOne, true, false},
+			{"erin, messages only", erin, messages, true, false},
+			{"lazy, has alice's member event", lazy, lazyLoad, true, false},
+			{"lazy's other device, has not", lazyOther, lazyLoad, false, false},
 		})
 
 		// B: frank joins, alice and bob send.
@@ -112,13 +116,13 @@ func TestSharedRoomSection(t *testing.T) {
 		send(t, s, alice, roomID, "m3")
 		send(t, s, bob, roomID, "m4")
 		t3 := compare(t, t2, []syncer{
-			{"dave (room summary)", dave, plain, true},
-			{"frank, joined inside the range", frank, plain, false},
-			{"bob, a sender", bob, plain, false},
-			{"alice's other device", aliceOther, plain, true},
-			{"carol, limited with a state delta", carol, limitOne, true},
-			{"erin, frank's join left out of the timeline", erin, messages, true},
-			{"lazy, has not frank's and bob's member events", lazy, lazyLoad, false},
+			{"dave (room summary)", dave, plain, true, false},
+			{"frank, joined inside the range", frank, plain, false, false},
+			{"bob, a sender", bob, plain, false, false},
+			{"alice's other device", aliceOther, plain, true, true},
+			{"carol, limited with a state delta", carol, limitOne, true, false},
+			{"erin, frank's join left out of the timeline", erin, messages, true, false},
+			{"lazy, has not frank's and bob's member events", lazy, lazyLoad, false, false},
 		})
 
 		// C: a message and its edit: bundled relations depend on the reader.
@@ -127,8 +131,8 @@ func TestSharedRoomSection(t *testing.T) {
 			map[string]any{"msgtype": "m.text", "body": "* m5'", "m.new_content": map[string]any{"msgtype": "m.text", "body": "m5'"},
 				"m.relates_to": map[string]any{"rel_type": "m.replace", "event_id": id}}))
 		compare(t, t3, []syncer{
-			{"dave, edited message", dave, plain, false},
-			{"carol, only the edit in her timeline (no bundle)", carol, limitOne, true},
+			{"dave, edited message", dave, plain, false, false},
+			{"carol, only the edit in her timeline (no bundle)", carol, limitOne, true, false},
 		})
 	}, func(c *config.Config) { c.Presence.Enabled = false })
 }

@@ -50,6 +50,8 @@ type Service struct {
 	sections   *coalesce.Cache[sectionKey, *roomSection]
 	noShare    atomic.Bool
 	sharedUses atomic.Int64
+	// timelineReads counts readRoomEvents calls (tests).
+	timelineReads atomic.Int64
 }
 
 // stateKey is one read of StateAt.
@@ -74,6 +76,7 @@ func (s *Service) readRoomEvents(ctx context.Context, c storage.Conn, roomIDs []
 	if len(roomIDs) == 0 || limit <= 0 || to <= from {
 		return nil, nil
 	}
+	s.timelineReads.Add(1)
 	k := roomEventsKey{rooms: strings.Join(roomIDs, "\x00"), from: from, to: to, limit: limit}
 	return s.roomEvents.Get(ctx, k, func(ctx context.Context) ([]storage.Event, error) {
 		return c.RoomEventsBetween(ctx, roomIDs, from, to, limit)
