@@ -30,16 +30,32 @@ const (
 	keyLogger
 )
 
-// callerOf returns the authenticated caller; only valid behind requireAuth.
+// reqInfo is what the middleware learns of a request, in one context value (keyRequestID): its
+// ID, then its caller, set in place by requireAuth, so that authenticating does not copy the
+// request again for a context of its own.
+type reqInfo struct {
+	id     string
+	caller *account.Caller
+}
+
+// callerOf returns the authenticated caller; only valid behind requireAuth (or a handler that put
+// a caller under keyCaller).
 func callerOf(r *http.Request) account.Caller {
-	c, _ := r.Context().Value(keyCaller).(account.Caller)
-	return c
+	if c, ok := r.Context().Value(keyCaller).(account.Caller); ok {
+		return c
+	}
+	if ri, _ := r.Context().Value(keyRequestID).(*reqInfo); ri != nil && ri.caller != nil {
+		return *ri.caller
+	}
+	return account.Caller{}
 }
 
 // RequestID returns the ID the middleware gave the request.
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(keyRequestID).(string)
-	return id
+	if ri, _ := ctx.Value(keyRequestID).(*reqInfo); ri != nil {
+		return ri.id
+	}
+	return ""
 }
 
 // withRequestID tags every request with an ID (kept from X-Request-Id if a proxy set a sane one),
@@ -50,8 +66,8 @@ func (a *API) withRequestID(next http.Handler) http.Handler {
 		if id == "" || len(id) > 64 || strings.ContainsAny(id, " \t\r\n") {
 			id = newRequestID()
 		}
-		w.Header().Set("X-Request-Id", id)
-		ctx := context.WithValue(r.Context(), keyRequestID, id)
+		w.Header()["X-Request-Id"] = []string{id}
+		ctx := context.WithValue(r.Context(), keyRequestID, &reqInfo{id: id})
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -150,14 +166,22 @@ func (a *API) withLogAndMetrics(next http.Handler) http.Handler {
 	})
 }
 
+// The CORS headers' values, shared by every response (net/http only reads them; Header.Add would
+// copy a slice that is full).
+var (
+	corsOrigin  = []string{"*"}
+	corsMethods = []string{"GET, POST, PUT, DELETE, OPTIONS"}
+	// The spec's three, plus Last-Event-ID for resuming the SSE sync stream from a browser.
+	corsHeaders = []string{"X-Requested-With, Content-Type, Authorization, Last-Event-ID"}
+)
+
 // withCORS sends the spec's CORS headers on every response and answers preflight requests.
 func withCORS(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
-		// The spec's three, plus Last-Event-ID for resuming the SSE sync stream from a browser.
-		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization, Last-Event-ID")
+		h["Access-Control-Allow-Origin"] = corsOrigin
+		h["Access-Control-Allow-Methods"] = corsMethods
+		h["Access-Control-Allow-Headers"] = corsHeaders
 		if r.Method == http.MethodOptions {
 			w.WriteHeader(http.StatusOK)
 			return
@@ -219,8 +243,12 @@ func (a *API) requireAuth(next http.Handler) http.Handler {
 			writeError(w, r, a.log, err)
 			return
 		}
-		ctx := context.WithValue(r.Context(), keyCaller, caller)
-		next.ServeHTTP(w, r.WithContext(ctx))
+		if ri, _ := r.Context().Value(keyRequestID).(*reqInfo); ri != nil {
+			ri.caller = &caller
+			next.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyCaller, caller)))
 	})
 }
 

@@ -41,7 +41,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request) {
 	bp := syncBuffers.Get().(*[]byte)
 	body := resp.AppendJSON((*bp)[:0])
 	h := w.Header()
-	h["Content-Type"] = jsonContentType
+	h["Content-Type"] = spec.JSONContentType
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
@@ -56,9 +56,6 @@ var syncBuffers = gosync.Pool{New: func() any { b := make([]byte, 0, 8<<10); ret
 
 // maxPooledSyncBuffer bounds the buffers kept in syncBuffers.
 const maxPooledSyncBuffer = 64 << 10
-
-// jsonContentType is the Content-Type header of JSON responses (shared: never modified).
-var jsonContentType = []string{"application/json"}
 
 // syncRequest reads the /sync query parameters for caller c.
 func (a *API) syncRequest(ctx context.Context, c account.Caller, q url.Values) (hsync.Request, error) {

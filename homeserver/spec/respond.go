@@ -10,6 +10,10 @@ import (
 // events encoding/json would re-validate).
 type JSONAppender interface{ AppendJSON(b []byte) []byte }
 
+// JSONContentType is the Content-Type header of JSON responses, one slice for all: assign it to
+// the header map (net/http only reads header values; never append to it).
+var JSONContentType = []string{"application/json"}
+
 // WriteJSON sends v as the JSON body of a response with the given status. A value that cannot be
 // encoded becomes a 500 M_UNKNOWN, never a partial body.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
@@ -24,8 +28,9 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		status = http.StatusInternalServerError
 		body, _ = json.Marshal(ErrUnknown)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	h := w.Header()
+	h["Content-Type"] = JSONContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
