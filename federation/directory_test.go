@@ -292,13 +292,19 @@ func dirSendSpaced(t *testing.T, hs *servertest.Server, u servertest.User, roomI
 	t.Helper()
 	id := sendText(t, hs, u, roomID, body)
 	ts := dirEventTS(t, hs, u, roomID, id)
+	waitClockPast(t, ts)
+	return id, ts
+}
+
+// waitClockPast returns once the clock (in milliseconds) is past ts.
+func waitClockPast(t *testing.T, ts int64) {
+	t.Helper()
 	servertest.Eventually(t, time.Second, func() error {
 		if time.Now().UnixMilli() <= ts {
 			return fmt.Errorf("clock still at %d", ts)
 		}
 		return nil
 	})
-	return id, ts
 }
 
 func TestFederatedTimestampToEvent(t *testing.T) {
@@ -308,6 +314,9 @@ func TestFederatedTimestampToEvent(t *testing.T) {
 		hs1, hs2, alice, bob := p.hs1, p.hs2, p.alice, p.bob
 		name1 := hs1.Config.ServerName
 		roomID := createRoom(t, hs1, alice, map[string]any{"preset": "public_chat", "name": "History"})
+		// m1 must come after the room's creation events in time: hs2 gets those with its join,
+		// and one of them in m1's millisecond would be an answer as close as m1 (and hs2's own).
+		waitClockPast(t, time.Now().UnixMilli())
 		m1, ts1 := dirSendSpaced(t, hs1, alice, roomID, "one")
 		m2, ts2 := dirSendSpaced(t, hs1, alice, roomID, "two")
 		m3, ts3 := dirSendSpaced(t, hs1, alice, roomID, "three")
