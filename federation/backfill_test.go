@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -284,12 +283,16 @@ func TestBackfillDropsForgedEvents(t *testing.T) {
 		sr.aliceS.waitFor(t, sr.roomID, "bob's leave", func(evs []timelineEvent) bool { return hasMember(evs, sr.bob.UserID, "leave") })
 
 		// hs1 now serves bob 2 with a broken signature and bob 4 with changed content.
-		genuine, _ := storedEvent(t, sr.hs1, fromBob[2])
 		bfTamper(t, sr.hs1, fromBob[2], func(m map[string]json.RawMessage) {
 			var sigs map[string]map[string]string
 			_ = json.Unmarshal(m["signatures"], &sigs)
 			for k, sig := range sigs[sr.name2] {
-				sigs[sr.name2][k] = "A" + sig[1:]
+				// A different first character (a signature may start with "A" already).
+				first := "A"
+				if sig[0] == 'A' {
+					first = "B"
+				}
+				sigs[sr.name2][k] = first + sig[1:]
 			}
 			m["signatures"], _ = json.Marshal(sigs)
 		})
@@ -305,32 +308,14 @@ func TestBackfillDropsForgedEvents(t *testing.T) {
 
 		evs, _ := bfPaginate(t, hs3, carol, sr.roomID, carolS.next, 10)
 		slices.Reverse(evs)
-		// hs3 may also get bob 2 from hs2, which still has it as bob sent it (when hs1 answers
-		// late under load, say): that copy, and only that one, may be stored.
-		want := []string{"bob 0", "bob 1", "bob 3", "", "bob 5"}
-		if e, ok := storedEvent(t, hs3, fromBob[2]); ok {
-			if !maps.EqualFunc(signaturesOf(t, e.PDU), signaturesOf(t, genuine.PDU), maps.Equal) {
-				t.Errorf("the event with a bad signature was stored")
-			}
-			want = []string{"bob 0", "bob 1", "bob 2", "bob 3", "", "bob 5"}
-		}
-		if got := messagesFrom(evs, sr.bob.UserID); !slices.Equal(got, want) {
-			t.Errorf("carol's history of bob: %q, want %q (bob 2 dropped unless genuine, bob 4 redacted); %s", got, want, describe(evs))
+		if got := messagesFrom(evs, sr.bob.UserID); !slices.Equal(got, []string{"bob 0", "bob 1", "bob 3", "", "bob 5"}) {
+			t.Errorf("carol's history of bob: %q, want bob 2 dropped and bob 4 redacted; %s", got, describe(evs))
 		}
 		if got := messagesFrom(evs, sr.alice.UserID); !slices.Equal(got, []string{"alice"}) || evs[0].Type != "m.room.create" {
 			t.Errorf("carol's history of alice: %q, from %s", got, evs[0].Type)
 		}
+		if _, ok := storedEvent(t, hs3, fromBob[2]); ok {
+			t.Errorf("the event with a bad signature was stored")
+		}
 	})
-}
-
-// signaturesOf is the "signatures" member of a PDU.
-func signaturesOf(t *testing.T, pdu []byte) map[string]map[string]string {
-	t.Helper()
-	var m struct {
-		Signatures map[string]map[string]string `json:"signatures"`
-	}
-	if err := json.Unmarshal(pdu, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m.Signatures
 }
