@@ -18,7 +18,7 @@ const maxPrevEvents = 10
 type appendOpts struct {
 	// Idempotency record committed with the event: txnKey scopes the client's txnID to the request
 	// path (room, event type); txnID is what the sending device sees in unsigned.transaction_id.
-	txnLocalpart, txnDevice, txnKey, txnID string
+	txnUser, txnDevice, txnKey, txnID string
 }
 
 // append builds the next event of the room from proto (room ID, prev events, depth, auth events
@@ -116,24 +116,16 @@ func (t *txn) persist(rs *roomState, pdu *event.PDU, o appendOpts) error {
 		RelatesTo: rel.EventID, RelType: rel.RelType, RelKey: rel.Key, TxnID: o.txnID, TxnDevice: o.txnDevice,
 		PDU: pdu.Raw, ClientJSON: pdu.ClientJSON(nil), PrevEvents: pdu.PrevEvents,
 	}
-	var txnRow *storage.Transaction
-	if o.txnKey != "" {
-		txnRow = &storage.Transaction{Localpart: o.txnLocalpart, DeviceID: o.txnDevice, TxnID: o.txnKey, EventID: pdu.EventID, TS: pdu.OriginServerTS}
-	}
 	if t.rows != nil {
 		if pdu.StateKey != nil {
 			return fmt.Errorf("room: state event %s appended by a deferred job", pdu.Type)
 		}
-		t.rows.add(row, txnRow)
-	} else {
-		if err := c.InsertEvent(ctx, row); err != nil {
-			return err
-		}
-		if txnRow != nil {
-			if err := c.InsertTransaction(ctx, *txnRow); err != nil {
-				return err
-			}
-		}
+		t.rows.add(row)
+	} else if err := c.InsertEvent(ctx, row); err != nil {
+		return err
+	}
+	if o.txnKey != "" {
+		t.txns.add(txnEntry{ref: refOf(o.txnUser, o.txnDevice, o.txnKey), eventID: pdu.EventID, ts: pdu.OriginServerTS})
 	}
 	rs.extremities = []string{pdu.EventID}
 	rs.extremitiesDirty = true

@@ -28,19 +28,12 @@ import (
 // fails, its rooms leave the cache and the jobs of the batch prepared on it run again on the
 // serial path, which reloads rooms from the database. A job that would need the database (a room
 // not in the cache, a state group to create) stops with errSerial before changing anything, and
-// runs on the serial path after its batch. Transaction IDs are not looked up: the unique key of
-// transaction_ids rejects a repeated one as part of the insert, and that batch runs again on the
-// serial path, which looks them up (errRetrySerial).
+// runs on the serial path after its batch. Transaction IDs are looked up in memory (txnindex.go):
+// in the open batch, in the batch in flight, and among those committed; a batch's become the
+// committed ones when it settles.
 
 // errSerial stops a job of a pipelined batch that needs the serial path.
 var errSerial = errors.New("room: job needs the serial writer")
-
-// errRetrySerial is the outcome of a pipelined batch that was rolled back because one of its
-// transaction IDs was already stored: a client retried a send that had committed in an earlier
-// batch. Its jobs run again on the serial path, which looks transaction IDs up first. (A pipelined
-// batch does not look them up: the unique key of transaction_ids does it as part of the insert,
-// and the answer is almost always "new".)
-var errRetrySerial = errors.New("room: a transaction ID of the batch was already stored")
 
 // prepared is a batch of deferred jobs that ran outside any transaction, ready to be stored.
 type prepared struct {
@@ -60,9 +53,9 @@ type prepared struct {
 	exts map[string][]string
 	// rooms are the rooms whose cached state the batch changed.
 	rooms []string
-	// txns are the transaction IDs the batch stores, for the lookups of the next batch (which
+	// txns are the transaction IDs the batch stores, also looked up by the next batch (which
 	// may run before this one is committed).
-	txns map[storage.Transaction]string
+	txns *batchTxns
 }
 
 // inflight is the batch being stored by the committer; done receives the outcome.
@@ -134,6 +127,13 @@ func (s *Service) collect(first *job, limit int) []*job {
 func (w *pipeline) take(batch []*job) {
 	s := w.s
 	s.stats.jobs.Add(int64(len(batch)))
+	if err := s.loadTxns(); err != nil { // at the first job (tests set s.Now before it)
+		s.log.Error("room writer: reading the recent transaction IDs", "err", err)
+		for _, j := range batch {
+			j.done <- err
+		}
+		return
+	}
 	if !pipelinable(batch) {
 		w.finish()
 		s.stats.batches.Add(1)
@@ -141,9 +141,9 @@ func (w *pipeline) take(batch []*job) {
 		return
 	}
 	if w.open == nil {
-		w.open = &prepared{rows: &deferredRows{optimistic: true}, alloc: &positions{}, committed: map[string]*roomState{}}
+		w.open = &prepared{rows: &deferredRows{}, txns: &batchTxns{}, alloc: &positions{}, committed: map[string]*roomState{}}
 		if w.flight != nil {
-			w.open.rows.inflight = w.flight.p.txns
+			w.open.txns.inflight = w.flight.p.txns.ids
 		}
 	}
 	start := time.Now()
@@ -161,9 +161,8 @@ func (w *pipeline) launch() {
 	if serial := p.serialJobs(); len(serial) > 0 {
 		if err := s.commitPrepared(p); err != nil {
 			s.forget(p)
-			if errors.Is(err, errRetrySerial) {
-				serial = p.jobs
-			}
+		} else {
+			s.committedTxns(p.txns)
 		}
 		s.runSerial(serial)
 		return
@@ -172,25 +171,19 @@ func (w *pipeline) launch() {
 	go func(f *inflight) { f.done <- s.commitPrepared(f.p) }(w.flight)
 }
 
-// settle takes the outcome of the batch in flight. The rooms of a failed batch leave the cache
-// and the open batch, prepared on them, runs again on the serial path; so do the failed batch's
-// jobs if it failed on a transaction ID stored before (a client's retry).
+// settle takes the outcome of the batch in flight: its transaction IDs become committed ones, or
+// its rooms leave the cache and the open batch, prepared on them, runs again on the serial path.
 func (w *pipeline) settle(err error) {
 	s, p := w.s, w.flight.p
 	w.flight = nil
 	if err == nil {
+		s.committedTxns(p.txns)
 		return
 	}
 	s.forget(p)
-	var again []*job
-	if errors.Is(err, errRetrySerial) {
-		again = p.jobs
-	}
 	if w.open != nil {
-		again = append(again, w.open.jobs...) // its rooms are not in the cache yet: nothing to forget
+		again := w.open.jobs // its rooms are not in the cache yet: nothing to forget
 		w.open = nil
-	}
-	if len(again) > 0 {
 		s.runSerial(again)
 	}
 }
@@ -239,9 +232,10 @@ func (s *Service) prepare(p *prepared, batch []*job) {
 			p.results[i] = err
 			continue
 		}
-		t := &txn{s: s, c: read, ctx: j.ctx, base: p.committed, rooms: map[string]*roomState{}, pos: p.alloc, rows: p.rows, pipelined: true}
+		t := &txn{s: s, c: read, ctx: j.ctx, base: p.committed, rooms: map[string]*roomState{}, pos: p.alloc, rows: p.rows, txns: p.txns, pipelined: true}
 		if err := j.fn(t); err != nil {
 			p.rows.drop(t)
+			p.txns.drop()
 			if errors.Is(err, errSerial) {
 				p.serial[i] = true
 			} else {
@@ -250,6 +244,7 @@ func (s *Service) prepare(p *prepared, batch []*job) {
 			continue
 		}
 		p.rows.keep(t)
+		p.txns.keep()
 		for id, rs := range t.rooms {
 			p.committed[id] = rs
 		}
@@ -262,7 +257,6 @@ func (s *Service) prepare(p *prepared, batch []*job) {
 // batch builds on.
 func (s *Service) seal(p *prepared) {
 	p.last = p.alloc.next
-	p.txns = p.rows.txnIDs
 	p.exts = map[string][]string{}
 	for id, rs := range p.committed {
 		if rs.extremitiesDirty {
@@ -307,10 +301,6 @@ func (s *Service) commitPrepared(p *prepared) error {
 			}
 			return nil
 		})
-	}
-	if errors.Is(err, storage.ErrConflict) {
-		s.stats.commitNS.Add(int64(time.Since(start)))
-		return errRetrySerial // the jobs are not answered: they run again
 	}
 	if err != nil {
 		s.log.Error("room write batch failed", "jobs", len(p.jobs), "err", err)

@@ -39,10 +39,10 @@ func (s *Service) Redact(ctx context.Context, roomID string, from Sender, target
 	}
 	var id string
 	err := s.write(ctx, func(t *txn) error {
-		o, prev, err := t.transaction(from, "redact", roomID, target)
-		if err != nil || prev != "" {
+		o, prev := t.transaction(from, "redact", roomID, target)
+		if prev != "" {
 			id = prev
-			return err
+			return nil
 		}
 		rs, err := t.room(roomID)
 		if err != nil {
@@ -127,20 +127,15 @@ func (s *Service) appendOne(ctx context.Context, roomID string, from Sender, pro
 	}
 	if proto.StateKey == nil && proto.Type != TypeRedaction && relationOf(proto.Content).EventID == "" {
 		// A plain timeline event: nothing later in the job reads what it stores.
-		var k *storage.Transaction
-		if key != "" {
-			k = &storage.Transaction{Localpart: from.Localpart, DeviceID: from.DeviceID, TxnID: key}
-		}
-		write = func(ctx context.Context, fn func(t *txn) error) error { return s.writeDeferred(ctx, k, fn) }
+		write = s.writeDeferred
 	}
 	err := write(ctx, func(t *txn) error {
 		o := appendOpts{}
 		if key != "" {
 			var prev string
-			var err error
-			if o, prev, err = t.transactionKey(from, key); err != nil || prev != "" {
+			if o, prev = t.transactionKey(from, key); prev != "" {
 				id = prev
-				return err
+				return nil
 			}
 		}
 		rs, err := t.room(roomID)
@@ -206,28 +201,19 @@ func (s *Service) ResolveAlias(ctx context.Context, alias string) (roomID, creat
 }
 
 // transaction prepares the idempotency record of a request scoped by scope (the request path's
-// parts) and returns the event an earlier request with the same transaction ID produced, if any.
-// Without a transaction ID there is nothing to record.
-func (t *txn) transaction(from Sender, scope ...string) (appendOpts, string, error) {
+// parts) and returns the event an earlier request with the same transaction ID produced, if any
+// (txnindex.go). Without a transaction ID there is nothing to record.
+func (t *txn) transaction(from Sender, scope ...string) (appendOpts, string) {
 	if from.TxnID == "" {
-		return appendOpts{}, "", nil
+		return appendOpts{}, ""
 	}
 	return t.transactionKey(from, txnKey(append(scope, from.TxnID)...))
 }
 
 // transactionKey is transaction for a scoped key already made by txnKey.
-func (t *txn) transactionKey(from Sender, key string) (appendOpts, string, error) {
-	o := appendOpts{txnLocalpart: from.Localpart, txnDevice: from.DeviceID, txnKey: key, txnID: from.TxnID}
-	if t.rows != nil {
-		if prev, ok := t.rows.lookup(from.Localpart, from.DeviceID, o.txnKey); ok {
-			return o, prev, nil
-		}
-	}
-	prev, err := t.c.TransactionEvent(t.ctx, from.Localpart, from.DeviceID, o.txnKey)
-	if errors.Is(err, storage.ErrNotFound) {
-		return o, "", nil
-	}
-	return o, prev, err
+func (t *txn) transactionKey(from Sender, key string) (appendOpts, string) {
+	o := appendOpts{txnUser: from.UserID, txnDevice: from.DeviceID, txnKey: key, txnID: from.TxnID}
+	return o, t.lookupTxn(refOf(from.UserID, from.DeviceID, key))
 }
 
 // txnKey joins the parts of a transaction's scope unambiguously (a JSON array; no NUL bytes, which

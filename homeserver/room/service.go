@@ -56,8 +56,10 @@ type Service struct {
 	// checkers cache parsed power levels, create and membership events by event ID (facts that
 	// never change), one per room version; owned by the writer goroutine.
 	checkers map[event.Version]*Checker
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	// txns are the transaction IDs of the last txnWindow (txnindex.go); owned by the writer.
+	txns txnIndex
+	stop chan struct{}
+	wg   sync.WaitGroup
 
 	// related shares the relation reads of the /sync responses that carry the same events up
 	// to the same stream position (ClientEventsUpTo).
@@ -101,10 +103,7 @@ type job struct {
 	// deferred jobs only append timeline events: they write nothing until the batch ends, when
 	// deferredRows stores all their rows with a statement per table (no savepoint per job).
 	deferred bool
-	// txn is the transaction ID a deferred job looks up (key fields only), read for the whole
-	// batch with one query.
-	txn  *storage.Transaction
-	done chan error
+	done     chan error
 }
 
 // New builds the service and starts its writer; Close stops it.
@@ -131,8 +130,8 @@ func (s *Service) write(ctx context.Context, fn func(t *txn) error) error {
 
 // writeDeferred is write for a job whose only writes are timeline (non-state) events through
 // txn.append, which it must not follow with reads of what it appended.
-func (s *Service) writeDeferred(ctx context.Context, txnID *storage.Transaction, fn func(t *txn) error) error {
-	return s.enqueue(ctx, &job{ctx: ctx, fn: fn, deferred: true, txn: txnID, done: make(chan error, 1)})
+func (s *Service) writeDeferred(ctx context.Context, fn func(t *txn) error) error {
+	return s.enqueue(ctx, &job{ctx: ctx, fn: fn, deferred: true, done: make(chan error, 1)})
 }
 
 func (s *Service) enqueue(ctx context.Context, j *job) error {
@@ -164,6 +163,7 @@ func (s *Service) runBatch(batch []*job) []error {
 	committed := map[string]*roomState{}
 	var notices []notice
 	var dests []string
+	txns := &batchTxns{}
 	err := s.store.Write(context.Background(), func(c storage.Conn) error {
 		// Positions: lock the events counter once for the whole batch, hand positions out in
 		// memory, and store the last one before commit. The lock is held until commit, so no
@@ -174,24 +174,23 @@ func (s *Service) runBatch(batch []*job) []error {
 		}
 		alloc := &positions{next: pos}
 		rows := &deferredRows{}
-		if err := rows.prefetch(c, batch); err != nil {
-			return err
-		}
 		for i, j := range batch {
 			if err := j.ctx.Err(); err != nil {
 				results[i] = err
 				continue
 			}
-			t := &txn{s: s, c: c, ctx: j.ctx, base: committed, rooms: map[string]*roomState{}, pos: alloc}
+			t := &txn{s: s, c: c, ctx: j.ctx, base: committed, rooms: map[string]*roomState{}, pos: alloc, txns: txns}
 			if j.deferred {
 				// Nothing to roll back on failure: the job wrote nothing yet.
 				t.rows = rows
 				if err := j.fn(t); err != nil {
 					results[i] = err
 					rows.drop(t)
+					txns.drop()
 					continue
 				}
 				rows.keep(t)
+				txns.keep()
 				for id, rs := range t.rooms {
 					committed[id] = rs
 				}
@@ -209,6 +208,7 @@ func (s *Service) runBatch(batch []*job) []error {
 			took := alloc.next
 			if err := j.fn(t); err != nil {
 				results[i] = err
+				txns.drop()
 				if rerr := c.RollbackToSavepoint(context.Background()); rerr != nil {
 					return rerr
 				}
@@ -222,6 +222,7 @@ func (s *Service) runBatch(batch []*job) []error {
 			if err := c.ReleaseSavepoint(j.ctx); err != nil {
 				return err
 			}
+			txns.keep()
 			for id, rs := range t.rooms {
 				committed[id] = rs
 			}
@@ -261,6 +262,7 @@ func (s *Service) runBatch(batch []*job) []error {
 		for id, rs := range committed {
 			s.rooms[id] = rs
 		}
+		s.committedTxns(txns)
 		s.publish(notices)
 		s.publishOutbound(dests)
 	}
@@ -356,6 +358,8 @@ type txn struct {
 	pos   *positions // the batch's stream positions
 	// rows collects the events of a deferred job (nil for other jobs, which write at once).
 	rows *deferredRows
+	// txns are the transaction IDs the batch stored so far (txnindex.go).
+	txns *batchTxns
 	// pipelined says the job runs outside any transaction (pipeline.go): t.c is the read pool,
 	// and what needs the database ends the job with errSerial.
 	pipelined bool
@@ -369,81 +373,17 @@ type txn struct {
 // per table. A job's rows become part of the batch (keep) or are discarded (drop) when it ends.
 type deferredRows struct {
 	events []storage.Event
-	txns   []storage.Transaction
 	outbox []storage.OutboxRow
-	// txnIDs maps the transaction IDs of kept rows to their events, so that a retry in the same
-	// batch finds its first attempt.
-	txnIDs map[storage.Transaction]string
-	// kept counts the rows of events and txns that belong to finished jobs.
-	keptEvents, keptTxns, keptOutbox int
-	// stored are the transaction IDs of the batch's deferred jobs as found in the database at its
-	// start (event ID, or "" for none); txnIDs has the ones stored since.
-	stored map[storage.Transaction]string
-	// inflight are the transaction IDs of the pipelined batch being committed (pipeline.go).
-	inflight map[storage.Transaction]string
-	// optimistic says a transaction ID found neither in the batch nor in flight is new, without
-	// asking the database: a pipelined batch (pipeline.go) learns otherwise when its insert
-	// conflicts.
-	optimistic bool
+	// kept counts the rows that belong to finished jobs.
+	keptEvents, keptOutbox int
 }
 
-// prefetch reads the transaction IDs of the batch's deferred jobs with one query.
-func (d *deferredRows) prefetch(c storage.Conn, batch []*job) error {
-	var keys []storage.Transaction
-	for _, j := range batch {
-		if j.deferred && j.txn != nil {
-			keys = append(keys, *j.txn)
-		}
-	}
-	if len(keys) == 0 {
-		return nil
-	}
-	found, err := c.TransactionEvents(context.Background(), keys)
-	if err != nil {
-		return err
-	}
-	d.stored = make(map[storage.Transaction]string, len(keys))
-	for _, k := range keys {
-		d.stored[k] = found[k]
-	}
-	return nil
-}
+func (d *deferredRows) add(e storage.Event) { d.events = append(d.events, e) }
 
-// lookup returns the event of a transaction ID if the batch knows it (ok false: ask the database).
-func (d *deferredRows) lookup(localpart, deviceID, txnKey string) (eventID string, ok bool) {
-	k := storage.Transaction{Localpart: localpart, DeviceID: deviceID, TxnID: txnKey}
-	if id := d.txnIDs[k]; id != "" {
-		return id, true
-	}
-	if id := d.inflight[k]; id != "" {
-		return id, true
-	}
-	if d.optimistic {
-		return "", true
-	}
-	id, ok := d.stored[k]
-	return id, ok
-}
-
-func (d *deferredRows) add(e storage.Event, t *storage.Transaction) {
-	d.events = append(d.events, e)
-	if t != nil {
-		d.txns = append(d.txns, *t)
-	}
-}
-
-func (d *deferredRows) keep(*txn) {
-	for _, t := range d.txns[d.keptTxns:] {
-		if d.txnIDs == nil {
-			d.txnIDs = make(map[storage.Transaction]string)
-		}
-		d.txnIDs[storage.Transaction{Localpart: t.Localpart, DeviceID: t.DeviceID, TxnID: t.TxnID}] = t.EventID
-	}
-	d.keptEvents, d.keptTxns, d.keptOutbox = len(d.events), len(d.txns), len(d.outbox)
-}
+func (d *deferredRows) keep(*txn) { d.keptEvents, d.keptOutbox = len(d.events), len(d.outbox) }
 
 func (d *deferredRows) drop(*txn) {
-	d.events, d.txns, d.outbox = d.events[:d.keptEvents], d.txns[:d.keptTxns], d.outbox[:d.keptOutbox]
+	d.events, d.outbox = d.events[:d.keptEvents], d.outbox[:d.keptOutbox]
 }
 
 func (d *deferredRows) flush(ctx context.Context, c storage.Conn) error {
@@ -453,13 +393,10 @@ func (d *deferredRows) flush(ctx context.Context, c storage.Conn) error {
 	if err := c.InsertTimelineEvents(ctx, d.events); err != nil {
 		return err
 	}
-	if err := c.InsertTransactions(ctx, d.txns); err != nil {
-		return err
-	}
 	if err := c.InsertOutbox(ctx, d.outbox); err != nil {
 		return err
 	}
-	*d = deferredRows{} // what stored knew is out of date now: later jobs ask the database
+	*d = deferredRows{}
 	return nil
 }
 

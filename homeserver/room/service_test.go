@@ -9,7 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hearthmx/homeserver/homeserver/event"
 	"github.com/hearthmx/homeserver/homeserver/room"
@@ -151,6 +153,84 @@ func TestTxnIDIdempotent(t *testing.T) {
 		other, err := svc.Send(ctx, roomID, from, "m.room.message", json.RawMessage(`{"body":"x"}`))
 		if err != nil || other == ids[0] {
 			t.Fatalf("same txn from another device: %s %v", other, err)
+		}
+	})
+}
+
+// TestTxnIDAfterRestart: a service started on the same database finds the events of the
+// transaction IDs used before it (a client's retry after a crash or restart): a plain send, an
+// edit (serial path) and a redaction; the same ID for another event type is a new request. An ID
+// is forgotten after a day, also by a service that stays up.
+func TestTxnIDAfterRestart(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		_, priv, _ := ed25519.GenerateKey(nil)
+		var offset atomic.Int64 // added to the clock
+		start := func() *room.Service {
+			svc := room.New(s, nil, room.Options{ServerName: "test.local", Key: signing.Key{ID: "ed25519:a_test", Private: priv}, DefaultVersion: event.V11},
+				slog.New(slog.NewTextHandler(io.Discard, nil)))
+			svc.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+			return svc
+		}
+		alice := "@alice:test.local"
+		with := func(txn string) room.Sender {
+			f := sender(alice)
+			f.TxnID = txn
+			return f
+		}
+		msg := json.RawMessage(`{"msgtype":"m.text","body":"hi"}`)
+		svc := start()
+		roomID, err := svc.CreateRoom(ctx, room.CreateRequest{Creator: alice})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent, err := svc.Send(ctx, roomID, with("t1"), "m.room.message", msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit := json.RawMessage(`{"msgtype":"m.text","body":"* hello","m.new_content":{"msgtype":"m.text","body":"hello"},` +
+			`"m.relates_to":{"rel_type":"m.replace","event_id":"` + sent + `"}}`)
+		edited, err := svc.Send(ctx, roomID, with("t2"), "m.room.message", edit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		redaction, err := svc.Redact(ctx, roomID, with("t3"), edited, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.Close()
+
+		svc = start()
+		for _, c := range []struct {
+			txn, want string
+			send      func() (string, error)
+		}{
+			{"t1", sent, func() (string, error) { return svc.Send(ctx, roomID, with("t1"), "m.room.message", msg) }},
+			{"t2", edited, func() (string, error) { return svc.Send(ctx, roomID, with("t2"), "m.room.message", edit) }},
+			{"t3", redaction, func() (string, error) { return svc.Redact(ctx, roomID, with("t3"), edited, "") }},
+		} {
+			if got, err := c.send(); err != nil || got != c.want {
+				t.Errorf("retry of %s after a restart: %s, %v; want %s", c.txn, got, err, c.want)
+			}
+		}
+		other, err := svc.Send(ctx, roomID, with("t1"), "m.custom", msg)
+		if err != nil || other == sent {
+			t.Errorf("t1 for another event type: %s, %v; want a new event", other, err)
+		}
+		// A day later, on the running service: t1 is new again.
+		offset.Store(int64(25 * time.Hour))
+		if _, err := svc.Send(ctx, roomID, with("t4"), "m.room.message", msg); err != nil {
+			t.Fatal(err)
+		}
+		if again, err := svc.Send(ctx, roomID, with("t1"), "m.room.message", msg); err != nil || again == sent {
+			t.Errorf("t1 a day later: %s, %v; want a new event", again, err)
+		}
+		svc.Close()
+		// And on one started a day later: t2 is forgotten, t4 (sent "a day later") is not.
+		svc = start()
+		defer svc.Close()
+		if again, err := svc.Send(ctx, roomID, with("t2"), "m.room.message", edit); err != nil || again == edited {
+			t.Errorf("t2 a day later after a restart: %s, %v; want a new event", again, err)
 		}
 	})
 }

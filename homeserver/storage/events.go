@@ -273,77 +273,47 @@ func (c Conn) SetRedactedBy(ctx context.Context, eventID, redactionID string, pd
 		eventID, redactionID, string(pdu), string(clientJSON))
 }
 
-// TransactionEvent returns the event a (user, device, txn) already produced.
-func (c Conn) TransactionEvent(ctx context.Context, localpart, deviceID, txnID string) (string, error) {
-	var id string
-	err := c.scanOne(ctx, `SELECT event_id FROM transaction_ids WHERE localpart = $1 AND device_id = $2 AND txn_id = $3`,
-		[]any{localpart, deviceID, txnID}, &id)
-	return id, err
+// TxnEvent is an event a local device sent with a transaction ID (events.txn_id, txn_device).
+type TxnEvent struct {
+	RoomID, EventID, Type, Sender, DeviceID, TxnID string
+	OriginServerTS                                 int64
+	// PDU is the event's stored form, for redactions only (the target is part of the request's
+	// scope); empty for other types.
+	PDU []byte
 }
 
-// TransactionEvents looks several transaction IDs up at once (key fields Localpart, DeviceID,
-// TxnID): the events of those found, by key (EventID and TS zero).
-func (c Conn) TransactionEvents(ctx context.Context, keys []Transaction) (map[Transaction]string, error) {
-	out := make(map[Transaction]string, len(keys))
-	for len(keys) > 0 {
-		n := min(len(keys), maxRowsPerInsert)
-		args := make([]any, 0, 3*n)
-		for _, k := range keys[:n] {
-			args = append(args, k.Localpart, k.DeviceID, k.TxnID)
-		}
-		rows, err := collect(ctx, c, transactionEventsQuery(n), args,
-			func(r *sql.Rows) ([2]any, error) {
-				var k Transaction
-				var id string
-				err := r.Scan(&k.Localpart, &k.DeviceID, &k.TxnID, &id)
-				return [2]any{k, id}, err
-			})
+// RecentTxnEvents returns the events sent with a transaction ID at or after since (origin_server_ts,
+// ms), room by room: each room's read is a range of its events_room_ts index, so the cost follows
+// the recent events, not the size of the table (the room writer reads them once at start).
+func (c Conn) RecentTxnEvents(ctx context.Context, since int64) ([]TxnEvent, error) {
+	rooms, err := collect(ctx, c, `SELECT room_id FROM rooms`, nil, func(r *sql.Rows) (string, error) {
+		var id string
+		return id, r.Scan(&id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []TxnEvent
+	for _, roomID := range rooms {
+		evs, err := collect(ctx, c, recentTxnEventsQuery, []any{roomID, since}, func(r *sql.Rows) (TxnEvent, error) {
+			e := TxnEvent{RoomID: roomID}
+			var pdu string
+			err := r.Scan(&e.EventID, &e.Type, &e.Sender, &e.DeviceID, &e.TxnID, &e.OriginServerTS, &pdu)
+			if pdu != "" {
+				e.PDU = []byte(pdu)
+			}
+			return e, err
+		})
 		if err != nil {
 			return nil, err
 		}
-		for _, r := range rows {
-			out[r[0].(Transaction)] = r[1].(string)
-		}
-		keys = keys[n:]
+		out = append(out, evs...)
 	}
 	return out, nil
 }
 
-// transactionEventsQuery looks n transaction IDs up (a test keeps its plan on the primary key).
-func transactionEventsQuery(n int) string {
-	return `SELECT localpart, device_id, txn_id, event_id FROM transaction_ids
-		WHERE (localpart, device_id, txn_id) IN (VALUES ` + rowPlaceholders(n, 3) + `)`
-}
-
-// InsertTransaction records (user, device, txn) -> event in the event's transaction; a repeat is
-// ErrConflict, and ends only this statement on SQLite (a savepoint keeps the transaction usable on
-// PostgreSQL).
-func (c Conn) InsertTransaction(ctx context.Context, t Transaction) error {
-	_, err := c.exec(ctx, `INSERT INTO transaction_ids (localpart, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)`,
-		t.Localpart, t.DeviceID, t.TxnID, t.EventID, t.TS)
-	return err
-}
-
-// Transaction is one row of transaction_ids: (user, device, txn) -> event.
-type Transaction struct {
-	Localpart, DeviceID, TxnID, EventID string
-	TS                                  int64
-}
-
-// InsertTransactions records several transaction IDs with one statement per maxRowsPerInsert. A
-// repeat is ErrConflict, after which the caller must give up the transaction (InsertTimelineEvents).
-func (c Conn) InsertTransactions(ctx context.Context, ts []Transaction) error {
-	for len(ts) > 0 {
-		n := min(len(ts), maxRowsPerInsert)
-		args := make([]any, 0, 5*n)
-		for _, t := range ts[:n] {
-			args = append(args, t.Localpart, t.DeviceID, t.TxnID, t.EventID, t.TS)
-		}
-		if _, err := c.exec(ctx, c.dialect.insertAll()+` transaction_ids (localpart, device_id, txn_id, event_id, created_ts) VALUES `+
-			rowPlaceholders(n, 5), args...); err != nil {
-			return err
-		}
-		ts = ts[n:]
-	}
-	return nil
-}
+// recentTxnEventsQuery reads one room's events sent with a transaction ID since a time (a test
+// keeps its plan on events_room_ts).
+const recentTxnEventsQuery = `SELECT event_id, type, sender, txn_device, txn_id, origin_server_ts,
+	CASE WHEN type = 'm.room.redaction' THEN pdu ELSE '' END
+	FROM events WHERE room_id = $1 AND origin_server_ts >= $2 AND txn_id <> ''`

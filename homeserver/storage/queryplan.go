@@ -29,13 +29,9 @@ func (s *Store) explainSQLite(ctx context.Context, query string, args ...any) (s
 	return plan.String(), rows.Err()
 }
 
-// ExplainTransactionEvents returns SQLite's plan of TransactionEvents for n keys.
-func (s *Store) ExplainTransactionEvents(ctx context.Context, n int) (string, error) {
-	args := make([]any, 3*n)
-	for i := range args {
-		args[i] = "x"
-	}
-	return s.explainSQLite(ctx, transactionEventsQuery(n), args...)
+// ExplainRecentTxnEvents returns SQLite's plan of one room's read in RecentTxnEvents.
+func (s *Store) ExplainRecentTxnEvents(ctx context.Context) (string, error) {
+	return s.explainSQLite(ctx, recentTxnEventsQuery, "!r:x", 1)
 }
 
 // ExplainMembershipChanges returns SQLite's plan of MembershipChangesBetween.

@@ -11,108 +11,106 @@ import (
 	"github.com/hearthmx/homeserver/homeserver/storage/storagetest"
 )
 
-// TestTransactionEvents looks transaction IDs up in bulk: a key matches only when all three of
-// its fields do, and more keys than one statement binds are split across statements.
-func TestTransactionEvents(t *testing.T) {
+// txnRow is a stored timeline event; device and txnID empty for one sent without a transaction ID.
+func txnRow(roomID, id, typ, device, txnID string, ts, pos int64) storage.Event {
+	return storage.Event{EventID: id, RoomID: roomID, Type: typ, Sender: "@alice:test.local", Depth: pos,
+		OriginServerTS: ts, StreamPos: pos, TxnID: txnID, TxnDevice: device,
+		PDU: []byte(fmt.Sprintf(`{"type":%q,"redacts":"$target"}`, typ)), ClientJSON: []byte(`{}`)}
+}
+
+// TestRecentTxnEvents reads back the events sent with a transaction ID since a time, in every
+// room: not older ones, not those without a transaction ID; the stored form only for redactions.
+func TestRecentTxnEvents(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
-		stored := []storage.Transaction{
-			{Localpart: "alice", DeviceID: "D1", TxnID: "t1", EventID: "$a1", TS: 1},
-			{Localpart: "alice", DeviceID: "D1", TxnID: "t2", EventID: "$a2", TS: 2},
-			{Localpart: "alice", DeviceID: "D2", TxnID: "t1", EventID: "$a3", TS: 3},
-			{Localpart: "bob", DeviceID: "D1", TxnID: "t1", EventID: "$b1", TS: 4},
-		}
-		for i := 0; i < 700; i++ {
-			stored = append(stored, storage.Transaction{Localpart: "carol", DeviceID: "D1", TxnID: fmt.Sprint("bulk", i),
-				EventID: fmt.Sprint("$c", i), TS: 5})
-		}
-		if err := s.Write(ctx, func(c storage.Conn) error { return c.InsertTransactions(ctx, stored) }); err != nil {
-			t.Fatal(err)
-		}
-		want := map[storage.Transaction]string{}
-		var keys []storage.Transaction
-		for _, tr := range stored {
-			k := storage.Transaction{Localpart: tr.Localpart, DeviceID: tr.DeviceID, TxnID: tr.TxnID}
-			keys = append(keys, k)
-			want[k] = tr.EventID
-		}
-		// Each differs from a stored key in one field only.
-		keys = append(keys,
-			storage.Transaction{Localpart: "alice", DeviceID: "D1", TxnID: "t3"},
-			storage.Transaction{Localpart: "alice", DeviceID: "D3", TxnID: "t2"},
-			storage.Transaction{Localpart: "dave", DeviceID: "D1", TxnID: "t1"})
-		got, err := s.Read().TransactionEvents(ctx, keys)
+		err := s.Write(ctx, func(c storage.Conn) error {
+			for _, r := range []string{"!a:test.local", "!b:test.local", "!quiet:test.local"} {
+				if err := c.InsertRoom(ctx, storage.Room{RoomID: r, Version: "11", Creator: "@alice:test.local", CreatedTS: 1}); err != nil {
+					return err
+				}
+			}
+			return c.InsertTimelineEvents(ctx, []storage.Event{
+				txnRow("!a:test.local", "$old", "m.room.message", "D1", "t0", 999, 1),
+				txnRow("!a:test.local", "$a1", "m.room.message", "D1", "t1", 1000, 2),
+				txnRow("!a:test.local", "$notxn", "m.room.message", "", "", 1500, 3),
+				txnRow("!b:test.local", "$b1", "m.room.message", "D2", "t1", 2000, 4),
+				txnRow("!b:test.local", "$red", "m.room.redaction", "D2", "t2", 3000, 5),
+			})
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got) != len(want) {
-			t.Errorf("found %d transaction IDs, want %d", len(got), len(want))
+		got, err := s.Read().RecentTxnEvents(ctx, 1000)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for k, id := range want {
-			if got[k] != id {
-				t.Errorf("%+v: got %q, want %q", k, got[k], id)
-			}
+		byID := map[string]storage.TxnEvent{}
+		for _, e := range got {
+			byID[e.EventID] = e
+		}
+		if len(got) != 3 || len(byID) != 3 {
+			t.Fatalf("got %+v, want $a1, $b1 and $red", got)
+		}
+		want := storage.TxnEvent{RoomID: "!b:test.local", EventID: "$b1", Type: "m.room.message", Sender: "@alice:test.local",
+			DeviceID: "D2", TxnID: "t1", OriginServerTS: 2000}
+		if e := byID["$b1"]; e.RoomID != want.RoomID || e.Type != want.Type || e.Sender != want.Sender || e.DeviceID != want.DeviceID ||
+			e.TxnID != want.TxnID || e.OriginServerTS != want.OriginServerTS || e.PDU != nil {
+			t.Errorf("$b1: got %+v, want %+v", e, want)
+		}
+		if e := byID["$a1"]; e.RoomID != "!a:test.local" || e.DeviceID != "D1" || e.TxnID != "t1" {
+			t.Errorf("$a1: got %+v", e)
+		}
+		if e := byID["$red"]; !strings.Contains(string(e.PDU), `"redacts":"$target"`) {
+			t.Errorf("the redaction comes without its stored form: %+v", e)
 		}
 	})
 }
 
-// TestTransactionEventsUsePrimaryKey guards the SQLite plan of the lookup each batch of sends
-// makes: it must search the primary key, not scan a table that holds every transaction ID ever
-// used.
-func TestTransactionEventsUsePrimaryKey(t *testing.T) {
+// TestRecentTxnEventsUseRoomIndex guards the SQLite plan of the read the room writer makes at
+// start: a range of each room's events_room_ts, not a scan of every event.
+func TestRecentTxnEventsUseRoomIndex(t *testing.T) {
 	s := storagetest.Open(t, "sqlite")
-	for _, n := range []int{1, 20} {
-		plan, err := s.ExplainTransactionEvents(context.Background(), n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The table is WITHOUT ROWID (migration 0016): its B-tree is the primary key.
-		if strings.Contains(plan, "SCAN transaction_ids") || !strings.Contains(plan, "SEARCH transaction_ids USING PRIMARY KEY") {
-			t.Errorf("lookup of %d transaction IDs does not search the primary key:\n%s", n, plan)
-		}
+	plan, err := s.ExplainRecentTxnEvents(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(plan, "SCAN events") || !strings.Contains(plan, "USING INDEX events_room_ts (room_id=? AND origin_server_ts>?)") {
+		t.Errorf("the read of recent transaction IDs does not search events_room_ts:\n%s", plan)
 	}
 }
 
 // TestBatchInsertConflict: a repeated key in a batch insert (INSERT OR FAIL on SQLite, which may
 // leave the rows before it in place) is ErrConflict, and the Write that gives up on it keeps
-// nothing, not even what it wrote before; the single-row InsertTransaction is ErrConflict too, and
-// the writer stays usable after both.
+// nothing, not even what it wrote before; the single-row InsertEvent is ErrConflict too, and the
+// writer stays usable after both.
 func TestBatchInsertConflict(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
-		first := storage.Transaction{Localpart: "alice", DeviceID: "D1", TxnID: "t1", EventID: "$a1", TS: 1}
-		if err := s.Write(ctx, func(c storage.Conn) error { return c.InsertTransaction(ctx, first) }); err != nil {
+		first := txnRow("!a:test.local", "$a1", "m.room.message", "D1", "t1", 1, 1)
+		if err := s.Write(ctx, func(c storage.Conn) error { return c.InsertEvent(ctx, first) }); err != nil {
 			t.Fatal(err)
 		}
-		before := storage.Transaction{Localpart: "bob", DeviceID: "D1", TxnID: "t1", EventID: "$b1", TS: 2}
+		before := txnRow("!a:test.local", "$b1", "m.room.message", "D1", "t2", 2, 2)
 		err := s.Write(ctx, func(c storage.Conn) error {
-			if err := c.InsertTransaction(ctx, before); err != nil {
+			if err := c.InsertEvent(ctx, before); err != nil {
 				return err
 			}
-			again := first
-			again.EventID = "$a2"
-			return c.InsertTransactions(ctx, []storage.Transaction{
-				{Localpart: "carol", DeviceID: "D1", TxnID: "t1", EventID: "$c1", TS: 3}, again})
+			return c.InsertTimelineEvents(ctx, []storage.Event{txnRow("!a:test.local", "$c1", "m.room.message", "", "", 3, 3), first})
 		})
 		if !errors.Is(err, storage.ErrConflict) {
-			t.Fatalf("a repeated transaction ID in a batch: %v, want ErrConflict", err)
+			t.Fatalf("a repeated event ID in a batch: %v, want ErrConflict", err)
 		}
-		err = s.Write(ctx, func(c storage.Conn) error { return c.InsertTransaction(ctx, first) })
+		err = s.Write(ctx, func(c storage.Conn) error { return c.InsertEvent(ctx, first) })
 		if !errors.Is(err, storage.ErrConflict) {
-			t.Fatalf("a repeated transaction ID: %v, want ErrConflict", err)
+			t.Fatalf("a repeated event ID: %v, want ErrConflict", err)
 		}
-		got, err := s.Read().TransactionEvents(ctx, []storage.Transaction{
-			{Localpart: "alice", DeviceID: "D1", TxnID: "t1"},
-			{Localpart: "bob", DeviceID: "D1", TxnID: "t1"},
-			{Localpart: "carol", DeviceID: "D1", TxnID: "t1"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(got) != 1 || got[storage.Transaction{Localpart: "alice", DeviceID: "D1", TxnID: "t1"}] != "$a1" {
-			t.Fatalf("stored %v, want only alice's first transaction", got)
+		for _, id := range []string{"$b1", "$c1"} {
+			if _, err := s.Read().Event(ctx, id); !errors.Is(err, storage.ErrNotFound) {
+				t.Errorf("%s of the failed Write: %v, want ErrNotFound", id, err)
+			}
 		}
 		// The writer goes on.
-		if err := s.Write(ctx, func(c storage.Conn) error { return c.InsertTransaction(ctx, before) }); err != nil {
+		if err := s.Write(ctx, func(c storage.Conn) error { return c.InsertEvent(ctx, before) }); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -122,20 +120,19 @@ func TestBatchInsertConflict(t *testing.T) {
 func TestWriteCancelledIsRolledBack(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
 		ctx, cancel := context.WithCancel(context.Background())
-		tr := storage.Transaction{Localpart: "alice", DeviceID: "D1", TxnID: "t1", EventID: "$a1", TS: 1}
+		e := txnRow("!a:test.local", "$a1", "m.room.message", "D1", "t1", 1, 1)
 		err := s.Write(ctx, func(c storage.Conn) error {
-			err := c.InsertTransaction(ctx, tr)
+			err := c.InsertEvent(ctx, e)
 			cancel()
 			return err
 		})
 		if err == nil {
 			t.Fatal("a cancelled Write committed")
 		}
-		got, err := s.Read().TransactionEvents(context.Background(), []storage.Transaction{{Localpart: "alice", DeviceID: "D1", TxnID: "t1"}})
-		if err != nil || len(got) != 0 {
-			t.Fatalf("after a cancelled Write: %v, %v; want nothing stored", got, err)
+		if _, err := s.Read().Event(context.Background(), "$a1"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("after a cancelled Write: %v, want ErrNotFound", err)
 		}
-		if err := s.Write(context.Background(), func(c storage.Conn) error { return c.InsertTransaction(context.Background(), tr) }); err != nil {
+		if err := s.Write(context.Background(), func(c storage.Conn) error { return c.InsertEvent(context.Background(), e) }); err != nil {
 			t.Fatal(err)
 		}
 	})
