@@ -16,9 +16,11 @@ const maxPrevEvents = 10
 
 // appendOpts are the extras of one appended event.
 type appendOpts struct {
-	// Idempotency record committed with the event: txnKey scopes the client's txnID to the request
-	// path (room, event type); txnID is what the sending device sees in unsigned.transaction_id.
-	txnUser, txnDevice, txnKey, txnID string
+	// Idempotency record committed with the event (none when txnID is empty): txn identifies the
+	// client's txnID scoped to the request path (txnRefOf); txnID is what the sending device sees
+	// in unsigned.transaction_id.
+	txn              txnRef
+	txnDevice, txnID string
 }
 
 // append builds the next event of the room from proto (room ID, prev events, depth, auth events
@@ -124,8 +126,8 @@ func (t *txn) persist(rs *roomState, pdu *event.PDU, o appendOpts) error {
 	} else if err := c.InsertEvent(ctx, row); err != nil {
 		return err
 	}
-	if o.txnKey != "" {
-		t.txns.add(txnEntry{ref: refOf(o.txnUser, o.txnDevice, o.txnKey), eventID: pdu.EventID, ts: pdu.OriginServerTS})
+	if o.txnID != "" {
+		t.txns.add(txnEntry{ref: o.txn, eventID: pdu.EventID, ts: pdu.OriginServerTS})
 	}
 	rs.extremities = []string{pdu.EventID}
 	rs.extremitiesDirty = true

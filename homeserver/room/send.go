@@ -22,12 +22,12 @@ type Sender struct {
 // Send appends a message-like (non-state) event. A repeated (user, device, txnID) returns the
 // event of the first call: the mapping is committed with the event, so it survives a crash.
 func (s *Service) Send(ctx context.Context, roomID string, from Sender, typ string, content json.RawMessage) (string, error) {
-	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: typ, Content: content}, txnKey("send", roomID, typ))
+	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: typ, Content: content}, "send", roomID, typ)
 }
 
 // SetState appends a state event.
 func (s *Service) SetState(ctx context.Context, roomID string, from Sender, typ, stateKey string, content json.RawMessage) (string, error) {
-	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: typ, StateKey: &stateKey, Content: content}, "")
+	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: typ, StateKey: &stateKey, Content: content})
 }
 
 // Redact appends an m.room.redaction of target, and applies it to the stored event when the
@@ -118,12 +118,13 @@ func (t *txn) applyRedaction(rs *roomState, redaction *event.PDU, targetID strin
 // appendOne appends one event. With a txnScope and a transaction ID, a repeat of the same
 // (user, device, scope, txnID) returns the first event: the spec makes a transaction ID unique per
 // device and request path, so the scope holds the path's room and event type.
-func (s *Service) appendOne(ctx context.Context, roomID string, from Sender, proto event.Proto, txnScope string) (string, error) {
+func (s *Service) appendOne(ctx context.Context, roomID string, from Sender, proto event.Proto, txnScope ...string) (string, error) {
 	var id string
 	write := s.write
-	var key string // the transaction ID scoped to the request (txnKey), computed once
-	if txnScope != "" && from.TxnID != "" {
-		key = txnKey(txnScope, from.TxnID)
+	var ref txnRef // the transaction ID scoped to the request, computed once
+	withTxn := len(txnScope) > 0 && from.TxnID != ""
+	if withTxn {
+		ref = txnRefOf(from.UserID, from.DeviceID, from.TxnID, txnScope...)
 	}
 	if proto.StateKey == nil && proto.Type != TypeRedaction && relationOf(proto.Content).EventID == "" {
 		// A plain timeline event: nothing later in the job reads what it stores.
@@ -131,9 +132,9 @@ func (s *Service) appendOne(ctx context.Context, roomID string, from Sender, pro
 	}
 	err := write(ctx, func(t *txn) error {
 		o := appendOpts{}
-		if key != "" {
+		if withTxn {
 			var prev string
-			if o, prev = t.transactionKey(from, key); prev != "" {
+			if o, prev = t.transactionRef(from, ref); prev != "" {
 				id = prev
 				return nil
 			}
@@ -163,7 +164,7 @@ func (s *Service) Membership(ctx context.Context, roomID string, from Sender, ta
 	if reason != "" {
 		content["reason"] = reason
 	}
-	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: TypeMember, StateKey: &target, Content: mustJSON(content)}, "")
+	return s.appendOne(ctx, roomID, from, event.Proto{Sender: from.UserID, Type: TypeMember, StateKey: &target, Content: mustJSON(content)})
 }
 
 // RoomVersion returns the version of a room this server knows.
@@ -207,15 +208,10 @@ func (t *txn) transaction(from Sender, scope ...string) (appendOpts, string) {
 	if from.TxnID == "" {
 		return appendOpts{}, ""
 	}
-	return t.transactionKey(from, txnKey(append(scope, from.TxnID)...))
+	return t.transactionRef(from, txnRefOf(from.UserID, from.DeviceID, from.TxnID, scope...))
 }
 
-// transactionKey is transaction for a scoped key already made by txnKey.
-func (t *txn) transactionKey(from Sender, key string) (appendOpts, string) {
-	o := appendOpts{txnUser: from.UserID, txnDevice: from.DeviceID, txnKey: key, txnID: from.TxnID}
-	return o, t.lookupTxn(refOf(from.UserID, from.DeviceID, key))
+// transactionRef is transaction for a scoped transaction ID already made by txnRefOf.
+func (t *txn) transactionRef(from Sender, ref txnRef) (appendOpts, string) {
+	return appendOpts{txn: ref, txnDevice: from.DeviceID, txnID: from.TxnID}, t.lookupTxn(ref)
 }
-
-// txnKey joins the parts of a transaction's scope unambiguously (a JSON array; no NUL bytes, which
-// PostgreSQL text cannot hold).
-func txnKey(parts ...string) string { return string(mustJSON(parts)) }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"slices"
 	"time"
@@ -29,15 +30,24 @@ const txnWindow = 24 * time.Hour
 // maxTxnIDs bounds the index (about 100 bytes each); past it the oldest are forgotten early.
 const maxTxnIDs = 1 << 20
 
-// txnRef identifies a transaction ID: a hash of the sender's user ID, device and the ID scoped to
-// its request (txnKey). 128 bits of SHA-256: no two differ by chance.
+// txnRef identifies a transaction ID: a hash of the sender's user ID and device, the request's
+// scope (its path's parts: "send", room, event type; or "redact", room, target) and the client's
+// transaction ID. 128 bits of SHA-256: no two differ by chance.
 type txnRef [16]byte
 
-func refOf(userID, deviceID, key string) txnRef {
-	b := make([]byte, 0, len(userID)+len(deviceID)+len(key)+2)
-	b = append(append(append(append(append(b, userID...), 0), deviceID...), 0), key...)
-	sum := sha256.Sum256(b)
+func txnRefOf(userID, deviceID, txnID string, scope ...string) txnRef {
+	var buf [256]byte
+	b := appendPart(appendPart(buf[:0], userID), deviceID)
+	for _, s := range scope {
+		b = appendPart(b, s)
+	}
+	sum := sha256.Sum256(appendPart(b, txnID))
 	return txnRef(sum[:16])
+}
+
+// appendPart appends s with its length before it, so that parts cannot run into each other.
+func appendPart(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
 // txnEntry is a transaction ID and the event it produced.
@@ -144,8 +154,8 @@ func (s *Service) loadTxns() error {
 	slices.SortFunc(evs, func(a, b storage.TxnEvent) int { return cmp.Compare(a.OriginServerTS, b.OriginServerTS) })
 	es := make([]txnEntry, 0, len(evs))
 	for _, e := range evs {
-		for _, key := range txnKeysOf(e) {
-			es = append(es, txnEntry{ref: refOf(e.Sender, e.DeviceID, key), eventID: e.EventID, ts: e.OriginServerTS})
+		for _, ref := range txnRefsOf(e) {
+			es = append(es, txnEntry{ref: ref, eventID: e.EventID, ts: e.OriginServerTS})
 		}
 	}
 	s.txns.add(es, cutoff)
@@ -153,11 +163,10 @@ func (s *Service) loadTxns() error {
 	return nil
 }
 
-// txnKeysOf returns the scoped transaction IDs (txnKey) a stored event may have been sent with: a
-// send's is scoped by its room and type; a redaction may also have come from /redact, scoped by
-// its target.
-func txnKeysOf(e storage.TxnEvent) []string {
-	keys := []string{txnKey(txnKey("send", e.RoomID, e.Type), e.TxnID)}
+// txnRefsOf returns the scoped transaction IDs a stored event may have been sent with: a send's is
+// scoped by its room and type; a redaction may also have come from /redact, scoped by its target.
+func txnRefsOf(e storage.TxnEvent) []txnRef {
+	refs := []txnRef{txnRefOf(e.Sender, e.DeviceID, e.TxnID, "send", e.RoomID, e.Type)}
 	if e.Type == TypeRedaction {
 		var r struct {
 			Redacts string `json:"redacts"`
@@ -171,9 +180,9 @@ func txnKeysOf(e storage.TxnEvent) []string {
 				target = r.Redacts
 			}
 			if target != "" {
-				keys = append(keys, txnKey("redact", e.RoomID, target, e.TxnID))
+				refs = append(refs, txnRefOf(e.Sender, e.DeviceID, e.TxnID, "redact", e.RoomID, target))
 			}
 		}
 	}
-	return keys
+	return refs
 }

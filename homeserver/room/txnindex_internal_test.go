@@ -9,7 +9,7 @@ import (
 // used again after it was forgotten is kept with its new event, and the queue is compacted.
 func TestTxnIndexExpiry(t *testing.T) {
 	var x txnIndex
-	ref := func(i int) txnRef { return refOf("@u:x", "D", fmt.Sprint(i)) }
+	ref := func(i int) txnRef { return txnRefOf("@u:x", "D", fmt.Sprint(i), "send") }
 	for i := range 3000 {
 		x.add([]txnEntry{{ref: ref(i), eventID: fmt.Sprint("$", i), ts: int64(i)}}, 0)
 	}
