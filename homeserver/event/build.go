@@ -2,6 +2,7 @@ package event
 
 import (
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -59,15 +60,18 @@ func BuildUnsigned(v Version, proto Proto, serverName, keyID string) (*PDU, erro
 	if err != nil {
 		return nil, err
 	}
-	var placeholder [ed25519.SignatureSize]byte
-	sigs, err := withSignature(withHash, serverName, keyID, placeholder[:])
-	if err != nil {
-		return nil, err
-	}
-	if n := len(withHash) - len(`{}`) + len(sigs); n > MaxPDUSize {
+	if n := len(withHash) - len(`{}`) + signaturesSize(serverName, keyID); n > MaxPDUSize {
 		return nil, fmt.Errorf("%w: %d bytes as signed canonical JSON, limit %d", ErrTooLarge, n, MaxPDUSize)
 	}
 	return p, nil
+}
+
+// signaturesSize is the size of a signatures object holding one ed25519 signature by serverName
+// with keyID: {"server":{"key":"<signature>"}}.
+func signaturesSize(serverName, keyID string) int {
+	var buf [256]byte
+	quoted := len(appendQuoted(buf[:0], serverName)) + len(appendQuoted(buf[:0], keyID))
+	return len(`{:{:""}}`) + quoted + base64.RawStdEncoding.EncodedLen(ed25519.SignatureSize)
 }
 
 // SignPDU returns the event's JSON with this server's signature added (other signatures kept),
