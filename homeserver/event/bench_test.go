@@ -115,6 +115,20 @@ func BenchmarkBuildSign(b *testing.B) {
 	}
 }
 
+// BenchmarkBuildUnsigned is what a local send costs in this package (timeline events are signed
+// only when they leave the server).
+func BenchmarkBuildUnsigned(b *testing.B) {
+	s := newTestServer("x.example")
+	proto := messageProto()
+	proto.Content = []byte(`{"msgtype":"m.text","body":"Hello everyone! Is the meeting still at 3pm? Let me know — I'll bring the slides.","m.mentions":{}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := BuildUnsigned(V11, proto, s.name, s.keyID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkParse(b *testing.B) {
 	s := newTestServer("x.example")
 	p, err := Build(V11, Proto{RoomID: "!OGEhHVWSdvArJzumhm:matrix.org", Sender: "@alice:x.example", Type: "m.room.message",
