@@ -69,11 +69,21 @@ type pipeline struct {
 	s      *Service
 	flight *inflight // being committed
 	open   *prepared // being prepared; handed over when flight ends
+	// commits hands batches to the committer goroutine, which lives as long as the writer: a
+	// goroutine per batch grew its stack again for SQLite's deep calls each time (~3 % of the
+	// server's CPU in the send load test went to stack copies).
+	commits chan *inflight
 }
 
 func (s *Service) writer() {
 	defer s.wg.Done()
-	w := &pipeline{s: s}
+	w := &pipeline{s: s, commits: make(chan *inflight)}
+	go func() {
+		for f := range w.commits {
+			f.done <- s.commitPrepared(f.p)
+		}
+	}()
+	defer close(w.commits)
 	for {
 		if w.open != nil && w.flight == nil {
 			w.launch()
@@ -168,7 +178,7 @@ func (w *pipeline) launch() {
 		return
 	}
 	w.flight = &inflight{p: p, done: make(chan error, 1)}
-	go func(f *inflight) { f.done <- s.commitPrepared(f.p) }(w.flight)
+	w.commits <- w.flight
 }
 
 // settle takes the outcome of the batch in flight: its transaction IDs become committed ones, or
