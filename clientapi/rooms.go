@@ -300,7 +300,13 @@ func (a *API) sendEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, roomErr(err)
 	}
-	return map[string]string{"event_id": id}, nil
+	return eventIDBody{id}, nil
+}
+
+// eventIDBody is the answer of the endpoints that create an event (a struct: encoding/json writes
+// it without the reflection and key sorting of a map).
+type eventIDBody struct {
+	EventID string `json:"event_id"`
 }
 
 // putState is PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}.
@@ -319,7 +325,7 @@ func (a *API) putState(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, roomErr(err)
 	}
-	return map[string]string{"event_id": id}, nil
+	return eventIDBody{id}, nil
 }
 
 // wildcardParam is the percent-decoded state key of a /state/{type}/{stateKey} path ("" when the
@@ -344,7 +350,7 @@ func (a *API) redact(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, roomErr(err)
 	}
-	return map[string]string{"event_id": id}, nil
+	return eventIDBody{id}, nil
 }
 
 // readObject reads a JSON object body as raw bytes.
