@@ -49,6 +49,8 @@ type prepared struct {
 	// Set when the batch is handed over (seal):
 	// last is the last provisional position the batch took (positions 1..last).
 	last int64
+	// base is the stream position the batch's positions follow (set by the committer).
+	base int64
 	// exts are the new forward extremities of the rooms the batch moved.
 	exts map[string][]string
 	// rooms are the rooms whose cached state the batch changed.
@@ -303,6 +305,7 @@ func (s *Service) commitPrepared(p *prepared) error {
 				return err
 			}
 			p.rows.rebase(base)
+			p.base = base
 			for i := range p.notices {
 				p.notices[i].Pos += base
 			}
@@ -320,7 +323,7 @@ func (s *Service) commitPrepared(p *prepared) error {
 	if err != nil {
 		s.log.Error("room write batch failed", "jobs", len(p.jobs), "err", err)
 	} else {
-		s.publish(p.notices)
+		s.publish(p.notices, p.base, true) // plain timeline events only: no member event
 		s.publishOutbound(p.dests)
 	}
 	s.stats.commitNS.Add(int64(time.Since(start)))

@@ -155,6 +155,11 @@ func (s *Service) enqueue(ctx context.Context, j *job) error {
 type notice struct {
 	RoomID string `json:"room_id"`
 	Pos    int64  `json:"pos"`
+	// NoMembers says the batch the notice comes from stored no m.room.member event at any of its
+	// positions, which are those after After: a reader of membership changes (sync's notifier)
+	// need not read them. Set for pipelined batches, which hold only plain timeline events.
+	After     int64 `json:"after,omitempty"`
+	NoMembers bool  `json:"no_members,omitempty"`
 }
 
 // runBatch runs jobs in one transaction and returns their results.
@@ -263,7 +268,7 @@ func (s *Service) runBatch(batch []*job) []error {
 			s.rooms[id] = rs
 		}
 		s.committedTxns(txns)
-		s.publish(notices)
+		s.publish(notices, 0, false)
 		s.publishOutbound(dests)
 	}
 	return results
@@ -277,7 +282,7 @@ func (p *positions) take() int64 {
 	return p.next
 }
 
-func (s *Service) publish(ns []notice) {
+func (s *Service) publish(ns []notice, after int64, noMembers bool) {
 	if s.bus == nil {
 		return
 	}
@@ -293,6 +298,7 @@ func (s *Service) publish(ns []notice) {
 		out = append(out, n)
 	}
 	for _, n := range out {
+		n.After, n.NoMembers = after, noMembers
 		data, _ := json.Marshal(n)
 		if err := s.bus.Publish(bus.SubjectRoomEvent(n.RoomID), data); err != nil {
 			s.log.Warn("publish room event", "room_id", n.RoomID, "err", err)
