@@ -40,9 +40,11 @@ type API struct {
 	streams     context.Context
 	stopStreams context.CancelFunc
 
-	// filters are the stored filters /sync named, parsed (shared: read, never modify them).
-	filtersMu sync.Mutex
-	filters   map[parsedFilterKey]filter.Filter
+	// filters are the stored filters /sync named, parsed (shared: read, never modify them);
+	// filterTexts the same parsed filters by their JSON.
+	filtersMu   sync.Mutex
+	filters     map[parsedFilterKey]filter.Filter
+	filterTexts map[string]filter.Filter
 
 	// To-device messages, key backup and dehydrated devices (set by SetToDevice, SetBackup,
 	// SetDehydrated before serving; nil answers M_UNRECOGNIZED).
@@ -134,7 +136,6 @@ func (a *API) Routes(r chi.Router) {
 			a.routesOpenID(r)
 			a.routesRooms(r)
 			a.routesDirectory(r)
-			a.routesSync(r)
 			a.routesTyping(r)
 			a.routesReceipts(r)
 			a.routesPresence(r)
@@ -144,6 +145,9 @@ func (a *API) Routes(r chi.Router) {
 			a.routesKeys(r)
 		})
 	}
+	// GET /sync is routed here, ahead of its prefix's subrouter: one lookup instead of two, and
+	// no path value for the subrouter's wildcard (a long poll makes one request per response).
+	a.routesSync(r.With(a.requireAuth))
 	r.Route("/_matrix/client/v3", client)
 	r.Route("/_matrix/client/r0", client)
 	r.Route("/_matrix/client/v1", func(r chi.Router) {

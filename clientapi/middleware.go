@@ -32,10 +32,22 @@ const (
 
 // reqInfo is what the middleware learns of a request, in one context value (keyRequestID): its
 // ID, then its caller, set in place by requireAuth, so that authenticating does not copy the
-// request again for a context of its own.
+// request again for a context of its own. It is itself the request's context from withRequestID
+// on (the one before, with keyRequestID answered), and holds the X-Request-Id header's value:
+// one allocation instead of three per request.
 type reqInfo struct {
-	id     string
-	caller *account.Caller
+	context.Context
+	id       string
+	caller   *account.Caller
+	idHeader [1]string
+}
+
+// Value answers keyRequestID with the reqInfo, anything else from the context before.
+func (ri *reqInfo) Value(key any) any {
+	if k, ok := key.(ctxKey); ok && k == keyRequestID {
+		return ri
+	}
+	return ri.Context.Value(key)
 }
 
 // callerOf returns the authenticated caller; only valid behind requireAuth (or a handler that put
@@ -66,9 +78,10 @@ func (a *API) withRequestID(next http.Handler) http.Handler {
 		if id == "" || len(id) > 64 || strings.ContainsAny(id, " \t\r\n") {
 			id = newRequestID()
 		}
-		w.Header()["X-Request-Id"] = []string{id}
-		ctx := context.WithValue(r.Context(), keyRequestID, &reqInfo{id: id})
-		next.ServeHTTP(w, r.WithContext(ctx))
+		ri := &reqInfo{Context: r.Context(), id: id}
+		ri.idHeader[0] = id
+		w.Header()["X-Request-Id"] = ri.idHeader[:]
+		next.ServeHTTP(w, r.WithContext(ri))
 	})
 }
 
@@ -195,7 +208,7 @@ func withCORS(next http.Handler) http.Handler {
 func withBodyLimit(limit int64) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if isMediaUpload(r.URL.Path) {
+			if r.Body == http.NoBody || isMediaUpload(r.URL.Path) { // NoBody: nothing to limit (GET)
 				next.ServeHTTP(w, r)
 				return
 			}

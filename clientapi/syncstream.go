@@ -73,7 +73,7 @@ func (st *syncStream) poll(ctx context.Context, wait time.Duration) (resp *hsync
 		st.checked = time.Now()
 	}
 	if !st.polled {
-		if st.req, err = st.a.syncRequest(ctx, st.caller, st.params); err != nil {
+		if st.req, err = st.a.syncRequest(ctx, st.caller, syncParamsOf(st.params)); err != nil {
 			return nil, false, err
 		}
 		st.params = nil

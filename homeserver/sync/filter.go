@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	gosync "sync"
+	"sync/atomic"
 
 	"github.com/hearthmx/homeserver/homeserver/filter"
 	"github.com/hearthmx/homeserver/homeserver/storage"
@@ -159,7 +160,15 @@ func newPlan(f filter.Filter) plan {
 // it again (a plan is a kilobyte; building and copying it was 3-4 % of a fan-out's CPU).
 type planCache struct {
 	mu gosync.RWMutex
-	m  map[planKey]*plan // a typed map: sync.Map hashed the key through an interface (~4 % of a long poll)
+	m  map[planKey]*keyedPlan // a typed map: sync.Map hashed the key through an interface (~4 % of a long poll)
+	// last is the plan found last: clients that send the same filter share its parsed form
+	// (clientapi), so the receivers woken together for a change mostly ask for one plan.
+	last atomic.Pointer[keyedPlan]
+}
+
+type keyedPlan struct {
+	k planKey
+	p *plan
 }
 
 type planKey struct {
@@ -174,18 +183,22 @@ const maxPlans = 10_000
 // of returns the plan of f. The plan is shared: never modify it.
 func (c *planCache) of(f filter.Filter) *plan {
 	k := planKey{f.Room, f.AccountData, f.Presence}
+	if last := c.last.Load(); last != nil && last.k == k {
+		return last.p
+	}
 	c.mu.RLock()
-	p, ok := c.m[k]
+	kp := c.m[k]
 	c.mu.RUnlock()
-	if ok {
-		return p
+	if kp == nil {
+		built := newPlan(f)
+		kp = &keyedPlan{k: k, p: &built}
+		c.mu.Lock()
+		if c.m == nil || len(c.m) >= maxPlans {
+			c.m = make(map[planKey]*keyedPlan)
+		}
+		c.m[k] = kp
+		c.mu.Unlock()
 	}
-	built := newPlan(f)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxPlans {
-		c.m = make(map[planKey]*plan)
-	}
-	c.m[k] = &built
-	return &built
+	c.last.Store(kp)
+	return kp.p
 }

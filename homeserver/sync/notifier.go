@@ -363,6 +363,7 @@ func (n *Notifier) process(batch []notice) {
 			n.members.apply(changes, maxPos)
 		}
 	}
+	var sets []map[string]struct{}
 	for roomID := range roomsHit {
 		members := n.rooms[roomID]
 		if members == nil {
@@ -380,19 +381,34 @@ func (n *Notifier) process(batch []notice) {
 			n.rooms[roomID] = members
 			n.roomsMu.Unlock()
 		}
-		for u := range members {
-			wake[u] = struct{}{}
-		}
+		sets = append(sets, members)
 	}
 	if !trusted {
 		n.wakeAll()
 		return
 	}
-	users := make([]string, 0, len(wake))
-	for u := range wake {
-		users = append(users, u)
+	if len(sets) == 1 && len(wake) == 0 {
+		// One room's news (the usual batch): its members are the set to wake, as they are.
+		n.wakeSet(sets[0])
+		return
 	}
-	n.Wake(users...)
+	for _, members := range sets {
+		for u := range members {
+			wake[u] = struct{}{}
+		}
+	}
+	n.wakeSet(wake)
+}
+
+// wakeSet wakes the long polls of a set of users, as Wake.
+func (n *Notifier) wakeSet(users map[string]struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for u := range users {
+		if s := n.users[u]; s != nil {
+			n.wake(u, s)
+		}
+	}
 }
 
 // JoinedAmong returns which of users are joined to at least one of rooms, from the room index, if

@@ -155,6 +155,10 @@ func (s *Service) build(ctx context.Context, req Request, since *Token) (*Respon
 			j.accountData = append(j.accountData, ev)
 		}
 	}
+	// The opt-in first: fillRooms keeps the events a delivery receipt is for only if one may be
+	// written.
+	resp.adPos = to.AccountData
+	resp.optIn = s.optIns.known(req.Localpart, from.AccountData, to.AccountData, ads)
 	if to.Receipts, err = s.ephemeral(ctx, c, req, p, jobs, from, to); err != nil {
 		return nil, err
 	}
@@ -176,9 +180,7 @@ func (s *Service) build(ctx context.Context, req Request, since *Token) (*Respon
 	if err := s.fillKeys(ctx, req, since, from, to, jobs, resp); err != nil {
 		return nil, err
 	}
-	resp.adPos = to.AccountData
-	resp.optIn = s.optIns.known(req.Localpart, from.AccountData, to.AccountData, ads)
-	resp.NextBatch = to.String()
+	resp.NextBatch = s.tokenText(to)
 	return resp, nil
 }
 
@@ -505,9 +507,10 @@ func (s *Service) fillRooms(ctx context.Context, c storage.Conn, req Request, p 
 			resp.Rooms.Leave[j.m.RoomID] = &LeftRoom{State: state, Timeline: tl, AccountData: data}
 			continue
 		}
-		resp.Rooms.Join[j.m.RoomID] = &JoinedRoom{State: state, Timeline: tl, AccountData: data,
-			Ephemeral: EventList{Events: nonNil(j.ephemeral)}, shared: shared}
-		for i := len(j.picked) - 1; i >= 0; i-- {
+		jr := resp.newJoined()
+		*jr = JoinedRoom{State: state, Timeline: tl, AccountData: data, Ephemeral: EventList{Events: nonNil(j.ephemeral)}, shared: shared}
+		resp.Rooms.Join[j.m.RoomID] = jr
+		for i := len(j.picked) - 1; i >= 0 && s.eph.Receipts != nil && resp.optIn != optOff; i-- {
 			if j.picked[i].Sender != req.UserID {
 				resp.delivered = append(resp.delivered, j.picked[i])
 				break

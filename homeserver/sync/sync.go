@@ -52,6 +52,8 @@ type Service struct {
 	sharedUses atomic.Int64
 	// timelineReads counts readRoomEvents calls (tests).
 	timelineReads atomic.Int64
+	// lastToken is the last next_batch made (tokenText).
+	lastToken atomic.Pointer[tokenString]
 }
 
 // stateKey is one read of StateAt.
@@ -150,7 +152,8 @@ type Response struct {
 	UnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types,omitzero"`
 
 	// delivered are, per joined room, the newest timeline event of the response that another
-	// user sent: what a delivery receipt is recorded for once the response goes out.
+	// user sent: what a delivery receipt is recorded for once the response goes out (none when
+	// the user is known not to send them).
 	delivered []storage.Event
 	// optIn is whether the user sends delivery receipts, when the build knew it (optUnknown if not),
 	// and adPos the account data position of the response.
@@ -158,6 +161,19 @@ type Response struct {
 	adPos int64
 	// countsJSON is OneTimeKeysCount encoded, when the build took both from the key count cache.
 	countsJSON []byte
+	// firstJoined is the first joined room's section, allocated with the response (an
+	// incremental response nearly always has one room): newJoined.
+	firstJoined     JoinedRoom
+	firstJoinedUsed bool
+}
+
+// newJoined is a zero JoinedRoom for the response's next joined room.
+func (r *Response) newJoined() *JoinedRoom {
+	if !r.firstJoinedUsed {
+		r.firstJoinedUsed = true
+		return &r.firstJoined
+	}
+	return new(JoinedRoom)
 }
 
 // Rooms are the room sections by membership. A nil map is sent as an empty one (build makes only

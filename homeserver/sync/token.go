@@ -51,6 +51,23 @@ func (t Token) String() string {
 	return string(b)
 }
 
+// tokenText is t.String(), kept for the last token asked: the receivers woken together for a
+// change answer with the same next_batch, which is then made once.
+func (s *Service) tokenText(t Token) string {
+	if last := s.lastToken.Load(); last != nil && last.t == t {
+		return last.text
+	}
+	text := t.String()
+	s.lastToken.Store(&tokenString{t: t, text: text})
+	return text
+}
+
+// tokenString is a token with its text form.
+type tokenString struct {
+	t    Token
+	text string
+}
+
 // after reports whether any database-backed part of t is ahead of u. Typing and presence are left
 // out: their clocks are per node, and a node catches up with a token it is shown.
 func (t Token) after(u Token) bool {
