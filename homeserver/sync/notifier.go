@@ -1,9 +1,11 @@
 package sync
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	gosync "sync"
 	"sync/atomic"
 
@@ -58,6 +60,8 @@ type Notifier struct {
 	// notices counts the bus notices of changes received (from any node), each counted before
 	// anyone is woken for it: the cached stream positions are current only while it stays put.
 	notices atomic.Uint64
+	// membershipReads counts the reads of membership changes (tests).
+	membershipReads atomic.Int64
 
 	// Written by the worker goroutine only, under roomsMu (JoinedAmong reads them).
 	roomsMu gosync.RWMutex
@@ -100,6 +104,10 @@ type notice struct {
 	UserID  string `json:"user_id"`
 	Pos     int64  `json:"pos"`
 	Private bool   `json:"private"` // receipts: only the user sees it
+	// NoMembers: the room writer's batch that stored the event at Pos stored no member event at
+	// any of its positions, which are those after After (pipelined batches of plain sends).
+	After     int64 `json:"after"`
+	NoMembers bool  `json:"no_members"`
 
 	kind noticeKind
 }
@@ -314,6 +322,7 @@ func (n *Notifier) process(batch []notice) {
 	roomsHit := map[string]struct{}{}
 	var maxPos int64
 	var sharing []string
+	var quiet []notice // notices saying positions hold no member event
 	for _, m := range batch {
 		switch {
 		case m.kind == kindRoom:
@@ -324,6 +333,9 @@ func (n *Notifier) process(batch []notice) {
 		case m.RoomID != "":
 			roomsHit[m.RoomID] = struct{}{}
 			maxPos = max(maxPos, m.Pos)
+			if m.NoMembers {
+				quiet = append(quiet, m)
+			}
 		default:
 			wake[m.UserID] = struct{}{}
 		}
@@ -339,7 +351,14 @@ func (n *Notifier) process(batch []notice) {
 			roomsHit[r] = struct{}{}
 		}
 	}
-	if maxPos > n.lastPos {
+	if maxPos > n.lastPos && noMembersUpTo(quiet, n.lastPos) >= maxPos {
+		// Every new position is in a batch without member events: nothing to read.
+		n.roomsMu.Lock()
+		n.lastPos = maxPos
+		n.roomsMu.Unlock()
+		n.members.apply(nil, maxPos)
+	} else if maxPos > n.lastPos {
+		n.membershipReads.Add(1)
 		changes, err := n.store.Read().MembershipChangesBetween(ctx, n.lastPos, maxPos)
 		if err != nil {
 			n.log.Error("sync notifier: read membership changes", "err", err)
@@ -398,6 +417,19 @@ func (n *Notifier) process(batch []notice) {
 		}
 	}
 	n.wakeSet(wake)
+}
+
+// noMembersUpTo returns the last position up to which the positions after from are known to hold
+// no member event, from notices that say so of their batch: each covers the positions after its
+// After up to its Pos (a batch's notices may come separately, each a part of it).
+func noMembersUpTo(quiet []notice, from int64) int64 {
+	slices.SortFunc(quiet, func(a, b notice) int { return cmp.Compare(a.After, b.After) })
+	for _, m := range quiet {
+		if m.After <= from && m.Pos > from {
+			from = m.Pos
+		}
+	}
+	return from
 }
 
 // wakeSet wakes the long polls of a set of users, as Wake.
