@@ -292,16 +292,8 @@ func (s *Service) commitPrepared(p *prepared) error {
 					return err
 				}
 			}
-			// The batch's positions in one statement, which locks the counter until commit.
-			var base int64
-			var err error
-			if p.last > 0 {
-				last, err := c.AdvancePosition(context.Background(), storage.StreamEvents, p.last)
-				if err != nil {
-					return err
-				}
-				base = last - p.last
-			} else if base, err = c.LockPosition(context.Background(), storage.StreamEvents); err != nil {
+			base, err := c.LockPosition(context.Background(), storage.StreamEvents)
+			if err != nil {
 				return err
 			}
 			p.rows.rebase(base)
@@ -316,6 +308,9 @@ func (s *Service) commitPrepared(p *prepared) error {
 				if err := c.SetForwardExtremities(context.Background(), id, exts); err != nil {
 					return err
 				}
+			}
+			if p.last > 0 {
+				return c.SetPosition(context.Background(), storage.StreamEvents, base+p.last)
 			}
 			return nil
 		})

@@ -14,15 +14,9 @@ const (
 // row stays locked until the transaction ends, so positions of one stream commit in order: a reader
 // that has seen position N has seen every position below N.
 func (c Conn) NextPosition(ctx context.Context, stream string) (int64, error) {
-	return c.AdvancePosition(ctx, stream, 1)
-}
-
-// AdvancePosition allocates the next n positions of a stream inside the caller's transaction, as
-// NextPosition does one, and returns the last of them (the first is the result - n + 1).
-func (c Conn) AdvancePosition(ctx context.Context, stream string, n int64) (int64, error) {
 	var pos int64
-	err := c.scanOne(ctx, `INSERT INTO stream_counters (name, pos) VALUES ($1, $2)
-		ON CONFLICT (name) DO UPDATE SET pos = stream_counters.pos + excluded.pos RETURNING pos`, []any{stream, n}, &pos)
+	err := c.scanOne(ctx, `INSERT INTO stream_counters (name, pos) VALUES ($1, 1)
+		ON CONFLICT (name) DO UPDATE SET pos = stream_counters.pos + 1 RETURNING pos`, []any{stream}, &pos)
 	return pos, err
 }
 

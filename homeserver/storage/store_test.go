@@ -129,33 +129,6 @@ func TestWriteRollsBackOnError(t *testing.T) {
 	})
 }
 
-// TestAdvancePosition: n positions at once, on a new stream and on one in use, answered by the
-// last of them; NextPosition goes on from there.
-func TestAdvancePosition(t *testing.T) {
-	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
-		ctx := context.Background()
-		var got []int64
-		mustWrite(t, s, func(c storage.Conn) error {
-			for _, n := range []int64{5, 3} {
-				last, err := c.AdvancePosition(ctx, "test_advance", n)
-				if err != nil {
-					return err
-				}
-				got = append(got, last)
-			}
-			next, err := c.NextPosition(ctx, "test_advance")
-			got = append(got, next)
-			return err
-		})
-		if fmt.Sprint(got) != "[5 8 9]" {
-			t.Fatalf("positions %v, want [5 8 9]", got)
-		}
-		if pos, err := s.Read().Position(ctx, "test_advance"); err != nil || pos != 9 {
-			t.Fatalf("stored position %d, %v; want 9", pos, err)
-		}
-	})
-}
-
 func TestNextPositionConcurrentWriters(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
