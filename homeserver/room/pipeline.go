@@ -46,6 +46,9 @@ type prepared struct {
 	alloc   *positions // provisional positions, from 1
 	// committed are the rooms the batch's jobs moved, as they left them.
 	committed map[string]*roomState
+	// before are the forward extremities of those rooms before the batch (as stored once the
+	// batch before it is), for a one-statement update of a room that has one before and after.
+	before map[string][]string
 	// Set when the batch is handed over (seal):
 	// last is the last provisional position the batch took (positions 1..last).
 	last int64
@@ -153,7 +156,8 @@ func (w *pipeline) take(batch []*job) {
 		return
 	}
 	if w.open == nil {
-		w.open = &prepared{rows: &deferredRows{}, txns: &batchTxns{}, alloc: &positions{}, committed: map[string]*roomState{}}
+		w.open = &prepared{rows: &deferredRows{}, txns: &batchTxns{}, alloc: &positions{}, committed: map[string]*roomState{},
+			before: map[string][]string{}}
 		if w.flight != nil {
 			w.open.txns.inflight = w.flight.p.txns.ids
 		}
@@ -244,7 +248,8 @@ func (s *Service) prepare(p *prepared, batch []*job) {
 			p.results[i] = err
 			continue
 		}
-		t := &txn{s: s, c: read, ctx: j.ctx, base: p.committed, rooms: map[string]*roomState{}, pos: p.alloc, rows: p.rows, txns: p.txns, pipelined: true}
+		t := &txn{s: s, c: read, ctx: j.ctx, base: p.committed, rooms: map[string]*roomState{}, pos: p.alloc, rows: p.rows, txns: p.txns, pipelined: true,
+			before: p.before}
 		if err := j.fn(t); err != nil {
 			p.rows.drop(t)
 			p.txns.drop()
@@ -305,6 +310,15 @@ func (s *Service) commitPrepared(p *prepared) error {
 				return err
 			}
 			for id, exts := range p.exts {
+				if old := p.before[id]; len(old) == 1 && len(exts) == 1 {
+					err := c.ReplaceForwardExtremity(context.Background(), id, old[0], exts[0])
+					if !errors.Is(err, storage.ErrNotFound) {
+						if err != nil {
+							return err
+						}
+						continue
+					}
+				}
 				if err := c.SetForwardExtremities(context.Background(), id, exts); err != nil {
 					return err
 				}

@@ -369,6 +369,9 @@ type txn struct {
 	// pipelined says the job runs outside any transaction (pipeline.go): t.c is the read pool,
 	// and what needs the database ends the job with errSerial.
 	pipelined bool
+	// before records the forward extremities of the cached rooms the job first takes (pipelined
+	// jobs: prepared.before; nil in others).
+	before map[string][]string
 	// recv buffers the events a ReceivePDUs job stores (nil in other jobs).
 	recv *received
 	// parsed are events this job stored as outliers, by ID, for loadPDUs.
@@ -414,6 +417,9 @@ func (t *txn) room(roomID string) (*roomState, error) {
 	src, ok := t.base[roomID]
 	if !ok {
 		src, ok = t.s.rooms[roomID]
+		if _, seen := t.before[roomID]; ok && t.before != nil && !seen {
+			t.before[roomID] = src.extremities // replaced, never modified in place
+		}
 	}
 	if !ok {
 		if t.pipelined {

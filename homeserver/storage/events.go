@@ -253,6 +253,13 @@ func (c Conn) ForwardExtremities(ctx context.Context, roomID string) ([]string, 
 	return collect(ctx, c, `SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id`, []any{roomID}, scanString)
 }
 
+// ReplaceForwardExtremity replaces the forward extremity old of a room by new with one statement
+// (the common case: one extremity before and after a batch of sends); ErrNotFound if old is not
+// one of the room's extremities. The caller knows old is the only one.
+func (c Conn) ReplaceForwardExtremity(ctx context.Context, roomID, old, new string) error {
+	return c.execOne(ctx, `UPDATE forward_extremities SET event_id = $1 WHERE room_id = $2 AND event_id = $3`, new, roomID, old)
+}
+
 // SetForwardExtremities replaces a room's forward extremities.
 func (c Conn) SetForwardExtremities(ctx context.Context, roomID string, ids []string) error {
 	if _, err := c.exec(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, roomID); err != nil {

@@ -137,3 +137,34 @@ func TestWriteCancelledIsRolledBack(t *testing.T) {
 		}
 	})
 }
+
+// TestReplaceForwardExtremity: the one-statement replacement of a room's only extremity, and
+// ErrNotFound (nothing changed) when the old one is not an extremity of that room.
+func TestReplaceForwardExtremity(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		mustWrite := func(fn func(c storage.Conn) error) {
+			t.Helper()
+			if err := s.Write(ctx, fn); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustWrite(func(c storage.Conn) error {
+			if err := c.SetForwardExtremities(ctx, "!a:test.local", []string{"$a1"}); err != nil {
+				return err
+			}
+			return c.SetForwardExtremities(ctx, "!b:test.local", []string{"$a1"})
+		})
+		mustWrite(func(c storage.Conn) error { return c.ReplaceForwardExtremity(ctx, "!a:test.local", "$a1", "$a2") })
+		err := s.Write(ctx, func(c storage.Conn) error { return c.ReplaceForwardExtremity(ctx, "!a:test.local", "$a1", "$a3") })
+		if !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("replacing an extremity the room does not have: %v, want ErrNotFound", err)
+		}
+		for room, want := range map[string]string{"!a:test.local": "[$a2]", "!b:test.local": "[$a1]"} {
+			got, err := s.Read().ForwardExtremities(ctx, room)
+			if err != nil || fmt.Sprint(got) != want {
+				t.Errorf("%s: extremities %v, %v; want %s", room, got, err, want)
+			}
+		}
+	})
+}
