@@ -1,0 +1,12 @@
+-- forward_extremities is only read and written by its primary key (room, event). As a rowid
+-- table, SQLite kept its rows in a second B-tree beside the key's: every group commit of sends
+-- wrote a page of each. WITHOUT ROWID makes the key's B-tree the table. (PostgreSQL stores a
+-- table as a heap either way: nothing changes there.)
+--sqlite: CREATE TABLE forward_extremities_by_key (
+--sqlite:     room_id  TEXT NOT NULL,
+--sqlite:     event_id TEXT NOT NULL,
+--sqlite:     PRIMARY KEY (room_id, event_id)
+--sqlite: ) WITHOUT ROWID;
+--sqlite: INSERT INTO forward_extremities_by_key (room_id, event_id) SELECT room_id, event_id FROM forward_extremities;
+--sqlite: DROP TABLE forward_extremities;
+--sqlite: ALTER TABLE forward_extremities_by_key RENAME TO forward_extremities;
