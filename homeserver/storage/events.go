@@ -290,8 +290,8 @@ type TxnEvent struct {
 }
 
 // RecentTxnEvents returns the events sent with a transaction ID at or after since (origin_server_ts,
-// ms), room by room: each room's read is a range of its events_room_ts index, so the cost follows
-// the recent events, not the size of the table (the room writer reads them once at start).
+// ms), rooms by the hundred: each room's read is a range of its events_room_ts index, so the cost
+// follows the recent events, not the size of the table (the room writer reads them once at start).
 func (c Conn) RecentTxnEvents(ctx context.Context, since int64) ([]TxnEvent, error) {
 	rooms, err := collect(ctx, c, `SELECT room_id FROM rooms`, nil, func(r *sql.Rows) (string, error) {
 		var id string
@@ -301,11 +301,12 @@ func (c Conn) RecentTxnEvents(ctx context.Context, since int64) ([]TxnEvent, err
 		return nil, err
 	}
 	var out []TxnEvent
-	for _, roomID := range rooms {
-		evs, err := collect(ctx, c, recentTxnEventsQuery, []any{roomID, since}, func(r *sql.Rows) (TxnEvent, error) {
-			e := TxnEvent{RoomID: roomID}
+	for len(rooms) > 0 {
+		n := min(len(rooms), txnRoomsPerQuery)
+		evs, err := collect(ctx, c, recentTxnEventsQuery(n), append(stringArgs(rooms[:n]), since), func(r *sql.Rows) (TxnEvent, error) {
+			var e TxnEvent
 			var pdu string
-			err := r.Scan(&e.EventID, &e.Type, &e.Sender, &e.DeviceID, &e.TxnID, &e.OriginServerTS, &pdu)
+			err := r.Scan(&e.RoomID, &e.EventID, &e.Type, &e.Sender, &e.DeviceID, &e.TxnID, &e.OriginServerTS, &pdu)
 			if pdu != "" {
 				e.PDU = []byte(pdu)
 			}
@@ -315,12 +316,18 @@ func (c Conn) RecentTxnEvents(ctx context.Context, since int64) ([]TxnEvent, err
 			return nil, err
 		}
 		out = append(out, evs...)
+		rooms = rooms[n:]
 	}
 	return out, nil
 }
 
-// recentTxnEventsQuery reads one room's events sent with a transaction ID since a time (a test
-// keeps its plan on events_room_ts).
-const recentTxnEventsQuery = `SELECT event_id, type, sender, txn_device, txn_id, origin_server_ts,
+// txnRoomsPerQuery is how many rooms one query of RecentTxnEvents reads.
+const txnRoomsPerQuery = 100
+
+// recentTxnEventsQuery reads n rooms' events sent with a transaction ID since a time (a test keeps
+// its plan on events_room_ts).
+func recentTxnEventsQuery(n int) string {
+	return `SELECT room_id, event_id, type, sender, txn_device, txn_id, origin_server_ts,
 	CASE WHEN type = 'm.room.redaction' THEN pdu ELSE '' END
-	FROM events WHERE room_id = $1 AND origin_server_ts >= $2 AND txn_id <> ''`
+	FROM events WHERE room_id IN (` + placeholders(1, n) + `) AND origin_server_ts >= $` + itoa(n+1) + ` AND txn_id <> ''`
+}

@@ -29,9 +29,14 @@ func (s *Store) explainSQLite(ctx context.Context, query string, args ...any) (s
 	return plan.String(), rows.Err()
 }
 
-// ExplainRecentTxnEvents returns SQLite's plan of one room's read in RecentTxnEvents.
-func (s *Store) ExplainRecentTxnEvents(ctx context.Context) (string, error) {
-	return s.explainSQLite(ctx, recentTxnEventsQuery, "!r:x", 1)
+// ExplainRecentTxnEvents returns SQLite's plan of a read of n rooms in RecentTxnEvents.
+func (s *Store) ExplainRecentTxnEvents(ctx context.Context, n int) (string, error) {
+	args := make([]any, n+1)
+	for i := range n {
+		args[i] = "!r:x"
+	}
+	args[n] = 1
+	return s.explainSQLite(ctx, recentTxnEventsQuery(n), args...)
 }
 
 // ExplainMembershipChanges returns SQLite's plan of MembershipChangesBetween.

@@ -29,13 +29,22 @@ func TestRecentTxnEvents(t *testing.T) {
 					return err
 				}
 			}
-			return c.InsertTimelineEvents(ctx, []storage.Event{
+			// More rooms than one query reads, each with a recent send.
+			var more []storage.Event
+			for i := range 150 {
+				r := fmt.Sprintf("!r%d:test.local", i)
+				if err := c.InsertRoom(ctx, storage.Room{RoomID: r, Version: "11", Creator: "@alice:test.local", CreatedTS: 1}); err != nil {
+					return err
+				}
+				more = append(more, txnRow(r, fmt.Sprintf("$r%d", i), "m.room.message", "D3", "t", 5000, int64(10+i)))
+			}
+			return c.InsertTimelineEvents(ctx, append([]storage.Event{
 				txnRow("!a:test.local", "$old", "m.room.message", "D1", "t0", 999, 1),
 				txnRow("!a:test.local", "$a1", "m.room.message", "D1", "t1", 1000, 2),
 				txnRow("!a:test.local", "$notxn", "m.room.message", "", "", 1500, 3),
 				txnRow("!b:test.local", "$b1", "m.room.message", "D2", "t1", 2000, 4),
 				txnRow("!b:test.local", "$red", "m.room.redaction", "D2", "t2", 3000, 5),
-			})
+			}, more...))
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -48,8 +57,11 @@ func TestRecentTxnEvents(t *testing.T) {
 		for _, e := range got {
 			byID[e.EventID] = e
 		}
-		if len(got) != 3 || len(byID) != 3 {
-			t.Fatalf("got %+v, want $a1, $b1 and $red", got)
+		if len(got) != 153 || len(byID) != 153 {
+			t.Fatalf("got %d events (%d distinct), want $a1, $b1, $red and one in each of 150 more rooms", len(got), len(byID))
+		}
+		if e := byID["$r149"]; e.RoomID != "!r149:test.local" || e.DeviceID != "D3" {
+			t.Errorf("$r149: got %+v", e)
 		}
 		want := storage.TxnEvent{RoomID: "!b:test.local", EventID: "$b1", Type: "m.room.message", Sender: "@alice:test.local",
 			DeviceID: "D2", TxnID: "t1", OriginServerTS: 2000}
@@ -70,12 +82,14 @@ func TestRecentTxnEvents(t *testing.T) {
 // start: a range of each room's events_room_ts, not a scan of every event.
 func TestRecentTxnEventsUseRoomIndex(t *testing.T) {
 	s := storagetest.Open(t, "sqlite")
-	plan, err := s.ExplainRecentTxnEvents(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(plan, "SCAN events") || !strings.Contains(plan, "USING INDEX events_room_ts (room_id=? AND origin_server_ts>?)") {
-		t.Errorf("the read of recent transaction IDs does not search events_room_ts:\n%s", plan)
+	for _, n := range []int{1, 100} {
+		plan, err := s.ExplainRecentTxnEvents(context.Background(), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(plan, "SCAN events") || !strings.Contains(plan, "USING INDEX events_room_ts (room_id=? AND origin_server_ts>?)") {
+			t.Errorf("the read of %d rooms' recent transaction IDs does not search events_room_ts:\n%s", n, plan)
+		}
 	}
 }
 
