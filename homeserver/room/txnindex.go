@@ -63,6 +63,7 @@ type txnIndex struct {
 	order  []txnEntry // oldest first, from head
 	head   int
 	loaded bool
+	max    int // maxTxnIDs when 0 (tests set less)
 }
 
 func (x *txnIndex) lookup(ref txnRef) string { return x.ids[ref] }
@@ -76,7 +77,11 @@ func (x *txnIndex) add(es []txnEntry, cutoff int64) {
 		x.ids[e.ref] = e.eventID
 		x.order = append(x.order, e)
 	}
-	for x.head < len(x.order) && (x.order[x.head].ts < cutoff || len(x.order)-x.head > maxTxnIDs) {
+	limit := x.max
+	if limit == 0 {
+		limit = maxTxnIDs
+	}
+	for x.head < len(x.order) && (x.order[x.head].ts < cutoff || len(x.order)-x.head > limit) {
 		e := &x.order[x.head]
 		if x.ids[e.ref] == e.eventID {
 			delete(x.ids, e.ref)

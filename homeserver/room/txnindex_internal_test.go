@@ -23,3 +23,15 @@ func TestTxnIndexExpiry(t *testing.T) {
 		t.Errorf("%d IDs, %d queued from %d; want 501 queued from 0 (compacted)", len(x.ids), len(x.order)-x.head, x.head)
 	}
 }
+
+// TestTxnIndexLimit: past its limit the index forgets its oldest IDs first, even recent ones.
+func TestTxnIndexLimit(t *testing.T) {
+	x := txnIndex{max: 100}
+	ref := func(i int) txnRef { return txnRefOf("@u:x", "D", fmt.Sprint(i), "send") }
+	for i := range 150 {
+		x.add([]txnEntry{{ref: ref(i), eventID: fmt.Sprint("$", i), ts: 1000}}, 0)
+	}
+	if len(x.ids) != 100 || x.lookup(ref(49)) != "" || x.lookup(ref(50)) != "$50" || x.lookup(ref(149)) != "$149" {
+		t.Errorf("%d IDs kept; 49: %q, 50: %q, 149: %q; want the last 100", len(x.ids), x.lookup(ref(49)), x.lookup(ref(50)), x.lookup(ref(149)))
+	}
+}
