@@ -21,11 +21,20 @@ const (
 	RelReference = "m.reference"
 )
 
-// bundledRelations computes the m.relations bundle (spec "Aggregations of child events") of each
-// event that has children: the thread summary, the latest edit and references. Children the
-// reader may not see are left out. One query for the whole page.
-// With upTo > 0 the read is shared (ClientEventsUpTo).
-func (s *Service) bundledRelations(ctx context.Context, c storage.Conn, r Reader, evs []storage.Event, upTo int64) (map[string]json.RawMessage, error) {
+// ChildrenUpTo lists the events that relate to evs as threads, edits or references (the children
+// that bundled relations aggregate), leaving out redacted parents: the read ClientEventsUpTo made
+// converting the same events up to the same position, shared with it. A /sync room section shared
+// by its readers asks this after the conversion, to learn whether the conversion found children.
+func (s *Service) ChildrenUpTo(ctx context.Context, evs []storage.Event, upTo int64) ([]storage.Event, error) {
+	return s.children(ctx, s.store.Read(), evs, upTo)
+}
+
+// ChildReads counts the reads of events' children (for bundled relations) this service made.
+func (s *Service) ChildReads() int64 { return s.childReads.Load() }
+
+// children reads the children of the events that are not redacted; with upTo > 0 the read is
+// shared by the callers that ask about the same events up to the same position.
+func (s *Service) children(ctx context.Context, c storage.Conn, evs []storage.Event, upTo int64) ([]storage.Event, error) {
 	ids := make([]string, 0, len(evs))
 	for _, e := range evs {
 		if e.RedactedBy == "" {
@@ -33,15 +42,21 @@ func (s *Service) bundledRelations(ctx context.Context, c storage.Conn, r Reader
 		}
 	}
 	read := func(ctx context.Context) ([]storage.Event, error) {
+		s.childReads.Add(1)
 		return c.RelatedEvents(ctx, ids, RelThread, RelReplace, RelReference)
 	}
-	var children []storage.Event
-	var err error
 	if upTo > 0 && len(ids) > 0 {
-		children, err = s.related.Get(ctx, relatedKey{strings.Join(ids, "\x00"), upTo}, read)
-	} else {
-		children, err = read(ctx)
+		return s.related.Get(ctx, relatedKey{strings.Join(ids, "\x00"), upTo}, read)
 	}
+	return read(ctx)
+}
+
+// bundledRelations computes the m.relations bundle (spec "Aggregations of child events") of each
+// event that has children: the thread summary, the latest edit and references. Children the
+// reader may not see are left out. One query for the whole page.
+// With upTo > 0 the read is shared (ClientEventsUpTo).
+func (s *Service) bundledRelations(ctx context.Context, c storage.Conn, r Reader, evs []storage.Event, upTo int64) (map[string]json.RawMessage, error) {
+	children, err := s.children(ctx, c, evs, upTo)
 	if err != nil || len(children) == 0 {
 		return nil, err
 	}

@@ -64,6 +64,8 @@ type Service struct {
 	// related shares the relation reads of the /sync responses that carry the same events up
 	// to the same stream position (ClientEventsUpTo).
 	related *coalesce.Cache[relatedKey, []storage.Event]
+	// childReads counts the reads of children (ChildReads).
+	childReads atomic.Int64
 	forgets atomic.Int64 // Forgets
 	// backfiller fetches history from other servers for /messages (SetBackfiller; backfill.go).
 	backfiller *backfiller

@@ -171,20 +171,16 @@ func (s *Service) buildSection(ctx context.Context, c storage.Conn, shared *plan
 	if err != nil {
 		return nil, err
 	}
-	// Bundled relations are per reader, and exist only for events with children: look for
-	// children after the conversion read them (children only ever get added), so finding none
-	// means the conversion found none either.
+	// Bundled relations are per reader, and exist only for events with children: the section is
+	// shared only if the conversion found none (the same read, not a second one: at fan-out it
+	// was one more query per message before any response could go out).
 	sec := &roomSection{picked: b.picked, limited: b.limited, membersChanged: b.membersChanged, raw: slices.Clip(j.raw)}
-	ids := make([]string, 0, len(all))
 	for _, e := range all {
-		if e.RedactedBy == "" {
-			ids = append(ids, e.EventID)
-		}
 		if e.TxnID != "" && !slices.Contains(sec.txn, senderDevice{e.Sender, e.TxnDevice}) {
 			sec.txn = append(sec.txn, senderDevice{e.Sender, e.TxnDevice})
 		}
 	}
-	children, err := c.RelatedEvents(ctx, ids, room.RelThread, room.RelReplace, room.RelReference)
+	children, err := s.rooms.ChildrenUpTo(ctx, all, j.to)
 	if err != nil {
 		return nil, err
 	}
