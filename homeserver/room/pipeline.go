@@ -297,7 +297,7 @@ func (s *Service) commitPrepared(p *prepared) error {
 					return err
 				}
 			}
-			base, err := c.LockPosition(context.Background(), storage.StreamEvents)
+			base, err := c.ReservePositions(context.Background(), storage.StreamEvents, p.last)
 			if err != nil {
 				return err
 			}
@@ -322,9 +322,6 @@ func (s *Service) commitPrepared(p *prepared) error {
 				if err := c.SetForwardExtremities(context.Background(), id, exts); err != nil {
 					return err
 				}
-			}
-			if p.last > 0 {
-				return c.SetPosition(context.Background(), storage.StreamEvents, base+p.last)
 			}
 			return nil
 		})

@@ -20,6 +20,15 @@ func (c Conn) NextPosition(ctx context.Context, stream string) (int64, error) {
 	return pos, err
 }
 
+// AdvancePosition allocates the next n positions of a stream inside the caller's transaction, as
+// NextPosition does one, and returns the last of them (the first is the result - n + 1).
+func (c Conn) AdvancePosition(ctx context.Context, stream string, n int64) (int64, error) {
+	var pos int64
+	err := c.scanOne(ctx, `INSERT INTO stream_counters (name, pos) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET pos = stream_counters.pos + excluded.pos RETURNING pos`, []any{stream, n}, &pos)
+	return pos, err
+}
+
 // Position is the latest allocated position of a stream (0 when none).
 func (c Conn) Position(ctx context.Context, stream string) (int64, error) {
 	var pos int64
@@ -50,6 +59,24 @@ func (c Conn) LockPosition(ctx context.Context, stream string) (int64, error) {
 	err = c.scanOne(ctx, `INSERT INTO stream_counters (name, pos) VALUES ($1, 0)
 		ON CONFLICT (name) DO UPDATE SET pos = stream_counters.pos RETURNING pos`, []any{stream}, &pos)
 	return pos, err
+}
+
+// ReservePositions allocates the next n positions of a stream inside the caller's transaction
+// and returns the position before the first of them (base: they are base+1 to base+n). The
+// counter stays locked until the transaction ends, as with LockPosition. On PostgreSQL it is one
+// statement (AdvancePosition): every statement of a transaction is a round trip to the database
+// server, which a busy machine makes long. On SQLite, where a statement is a function call and
+// RETURNING is the slower form, it is LockPosition and SetPosition.
+func (c Conn) ReservePositions(ctx context.Context, stream string, n int64) (int64, error) {
+	if n > 0 && c.dialect.name() == "postgres" {
+		last, err := c.AdvancePosition(ctx, stream, n)
+		return last - n, err
+	}
+	base, err := c.LockPosition(ctx, stream)
+	if err != nil || n == 0 {
+		return base, err
+	}
+	return base, c.SetPosition(ctx, stream, base+n)
 }
 
 // SetPosition stores the last position allocated under LockPosition.

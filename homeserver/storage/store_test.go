@@ -129,6 +129,50 @@ func TestWriteRollsBackOnError(t *testing.T) {
 	})
 }
 
+// TestAdvancePosition: n positions at once, on a new stream and on one in use, answered by the
+// last of them (AdvancePosition) or the one before the first (ReservePositions, also for none);
+// NextPosition goes on from there.
+func TestAdvancePosition(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		var got []int64
+		mustWrite(t, s, func(c storage.Conn) error {
+			for _, n := range []int64{5, 3} {
+				last, err := c.AdvancePosition(ctx, "test_advance", n)
+				if err != nil {
+					return err
+				}
+				got = append(got, last)
+			}
+			for _, n := range []int64{4, 0, 2} {
+				base, err := c.ReservePositions(ctx, "test_advance", n)
+				if err != nil {
+					return err
+				}
+				got = append(got, base)
+			}
+			next, err := c.NextPosition(ctx, "test_advance")
+			got = append(got, next)
+			return err
+		})
+		if fmt.Sprint(got) != "[5 8 8 12 12 15]" {
+			t.Fatalf("positions %v, want [5 8 8 12 12 15]", got)
+		}
+		if pos, err := s.Read().Position(ctx, "test_advance"); err != nil || pos != 15 {
+			t.Fatalf("stored position %d, %v; want 15", pos, err)
+		}
+		// A stream's first use by ReservePositions.
+		var base int64
+		mustWrite(t, s, func(c storage.Conn) (err error) {
+			base, err = c.ReservePositions(ctx, "test_reserve", 3)
+			return err
+		})
+		if pos, err := s.Read().Position(ctx, "test_reserve"); err != nil || base != 0 || pos != 3 {
+			t.Fatalf("first reservation: base %d, stored %d, %v; want 0 and 3", base, pos, err)
+		}
+	})
+}
+
 func TestNextPositionConcurrentWriters(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
