@@ -66,7 +66,7 @@ type Service struct {
 	related *coalesce.Cache[relatedKey, []storage.Event]
 	// childReads counts the reads of children (ChildReads).
 	childReads atomic.Int64
-	forgets atomic.Int64 // Forgets
+	forgets    atomic.Int64 // Forgets
 	// backfiller fetches history from other servers for /messages (SetBackfiller; backfill.go).
 	backfiller *backfiller
 	// commitHook, set by tests before the first write, runs at the start of every pipelined
