@@ -17,6 +17,9 @@ func (c Conn) NextPosition(ctx context.Context, stream string) (int64, error) {
 	var pos int64
 	err := c.scanOne(ctx, `INSERT INTO stream_counters (name, pos) VALUES ($1, 1)
 		ON CONFLICT (name) DO UPDATE SET pos = stream_counters.pos + 1 RETURNING pos`, []any{stream}, &pos)
+	if err == nil {
+		c.moved(stream, pos)
+	}
 	return pos, err
 }
 
@@ -26,6 +29,9 @@ func (c Conn) AdvancePosition(ctx context.Context, stream string, n int64) (int6
 	var pos int64
 	err := c.scanOne(ctx, `INSERT INTO stream_counters (name, pos) VALUES ($1, $2)
 		ON CONFLICT (name) DO UPDATE SET pos = stream_counters.pos + excluded.pos RETURNING pos`, []any{stream, n}, &pos)
+	if err == nil {
+		c.moved(stream, pos)
+	}
 	return pos, err
 }
 
@@ -81,7 +87,11 @@ func (c Conn) ReservePositions(ctx context.Context, stream string, n int64) (int
 
 // SetPosition stores the last position allocated under LockPosition.
 func (c Conn) SetPosition(ctx context.Context, stream string, pos int64) error {
-	return c.execOne(ctx, `UPDATE stream_counters SET pos = $2 WHERE name = $1`, stream, pos)
+	err := c.execOne(ctx, `UPDATE stream_counters SET pos = $2 WHERE name = $1`, stream, pos)
+	if err == nil {
+		c.moved(stream, pos)
+	}
+	return err
 }
 
 // Positions reads the latest allocated positions of several streams with one query (0 for a

@@ -53,8 +53,12 @@ type Store struct {
 	// checkpointer.
 	writeMu   sync.Mutex
 	writeConn *sql.Conn
+	// sqliteMoves collects the counter moves of the running SQLite transaction (under writeMu).
+	sqliteMoves []positionMove
 	// commits counts the write transactions this Store tried to commit (Commits).
 	commits atomic.Uint64
+	// written holds the counter values this Store's transactions committed (written.go).
+	written written
 	// stopCheckpoints ends the SQLite background checkpointer, which each commit wakes.
 	stopCheckpoints chan struct{}
 	checkpointsDone chan struct{}
@@ -163,6 +167,8 @@ type Conn struct {
 	tx      *sql.Tx // nil on the read pool
 	stmts   *stmtCache
 	dialect dialect
+	// moves collects the counter values the transaction sets (nil outside Write).
+	moves *[]positionMove
 }
 
 // stmt returns the prepared statement for query, bound to the transaction if there is one, or
@@ -291,7 +297,8 @@ func (s *Store) Write(ctx context.Context, fn func(c Conn) error) error {
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
-	if err := fn(Conn{q: tx, tx: tx, stmts: s.writeStmts, dialect: s.dialect}); err != nil {
+	var moves []positionMove
+	if err := fn(Conn{q: tx, tx: tx, stmts: s.writeStmts, dialect: s.dialect, moves: &moves}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -299,8 +306,10 @@ func (s *Store) Write(ctx context.Context, fn func(c Conn) error) error {
 	// Counted whatever the outcome: a commit that failed on the way back may have happened.
 	s.commits.Add(1)
 	if err != nil {
+		s.written.unsure.Add(1)
 		return fmt.Errorf("storage: commit: %w", s.dialect.mapError(err))
 	}
+	s.committed(moves)
 	return nil
 }
 
@@ -318,7 +327,8 @@ func (s *Store) writeSQLite(ctx context.Context, fn func(c Conn) error) error {
 		}
 		s.writeConn, s.writeStmts.db = wc, wc
 	}
-	c := Conn{q: s.writeConn, stmts: s.writeStmts, dialect: s.dialect}
+	s.sqliteMoves = s.sqliteMoves[:0]
+	c := Conn{q: s.writeConn, stmts: s.writeStmts, dialect: s.dialect, moves: &s.sqliteMoves}
 	// A statement interrupted by ctx rolls the transaction back by itself; the ROLLBACK below
 	// then fails (no transaction is active) and is ignored. It must not be cancelled itself.
 	rollback := func() { _, _ = c.exec(context.WithoutCancel(ctx), `ROLLBACK`) }
@@ -347,9 +357,11 @@ func (s *Store) writeSQLite(ctx context.Context, fn func(c Conn) error) error {
 	_, err := c.exec(context.WithoutCancel(ctx), `COMMIT`)
 	s.commits.Add(1) // counted whatever the outcome, as in Write
 	if err != nil {
+		s.written.unsure.Add(1)
 		rollback()
 		return fmt.Errorf("storage: commit: %w", err)
 	}
+	s.committed(s.sqliteMoves)
 	select {
 	case s.checkpointWake <- struct{}{}:
 	default: // already woken

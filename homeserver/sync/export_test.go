@@ -9,3 +9,10 @@ func SharedUses(s *Service) int64 { return s.sharedUses.Load() }
 
 // TimelineReads is how many times a sync read rooms' events between two positions.
 func TimelineReads(s *Service) int64 { return s.timelineReads.Load() }
+
+// SetAlone says whether the service may take itself for the only node writing to its database
+// (true with an embedded bus), so tests can act as a second node on the same bus.
+func SetAlone(s *Service, alone bool) { s.notifier.alone.Store(alone) }
+
+// PositionReads is how many times the stream positions were read from the database.
+func PositionReads(s *Service) int64 { return s.positions.reads.Load() }

@@ -57,6 +57,8 @@ type Notifier struct {
 	pending   []notice
 	kick      chan struct{}
 
+	// alone: no other node writes to the database (the bus is this process's own, or none).
+	alone atomic.Bool
 	// notices counts the bus notices of changes received (from any node), each counted before
 	// anyone is woken for it: the cached stream positions are current only while it stays put.
 	notices atomic.Uint64
@@ -131,6 +133,7 @@ func NewNotifier(ctx context.Context, store *storage.Store, b *bus.Bus, log *slo
 	n := &Notifier{store: store, log: log, users: map[string]*signal{}, kick: make(chan struct{}, 1),
 		rooms: map[string]map[string]struct{}{}, lastPos: pos, stop: make(chan struct{}), members: newMemberCache(store, pos)}
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
+	n.alone.Store(b == nil || b.Embedded()) // an embedded NATS server does not listen: no node but this one
 	if b != nil {
 		for subject, fn := range map[string]func([]byte){bus.SubjectRoomEvents: n.receive, bus.SubjectAccountData: n.receive,
 			bus.SubjectReceipt: n.receiveReceipt} {

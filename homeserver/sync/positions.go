@@ -2,34 +2,46 @@ package sync
 
 import (
 	"context"
+	"maps"
 	gosync "sync"
+	"sync/atomic"
 
 	"github.com/hearthmx/homeserver/homeserver/coalesce"
 )
 
 // The stream positions every response starts from (stream_counters), kept between reads. At
 // fan-out nearly every wake-up found the counters where the previous one had read them, and
-// reading them again was an eighth of the server's CPU.
+// reading them again was an eighth of the server's CPU; on PostgreSQL it was also a round trip that
+// every woken sync waited for after each message.
 //
-// A kept answer is used only while its version is current. The version moves with every write
-// transaction this node commits (storage.Store.Commits) and with every notice of the bus that
-// announces a change (room events, account data, receipts, wake-ups, device changes: the writes of
-// other nodes). Every write that moves a counter is one of these, so a read of the counters that
-// starts after the version was v answers what a read now would, as long as the version is still
-// v. Answers are stored only if the version did not move while they were read.
+// An answer is a read of the database, raised to the values this node's own transactions
+// committed since (storage.Store.WrittenPositions: in place before a transaction's Write returns,
+// so before its notice goes out). The read is kept while its version holds. The version moves
+// when something may have moved a counter that the node's own values do not show: a commit whose
+// outcome is unknown (storage.Store.Unsure) and, when other nodes share the database (an external
+// bus), every notice of the bus, which announces their writes. A read of the database that starts
+// after the version was v, raised to the node's own values, answers what a read now would, as long
+// as the version is still v. Reads are stored only if the version did not move while they ran.
 //
 // Why no wake-up is lost: a sync calls Listen, then reads the positions. A change committed on
-// this node moved the version when its transaction returned, before its notice went out; a change
-// of another node moves the version as its notice arrives, before the notifier wakes anyone. So a
-// sync that listened too late to be woken by a change gets a fresh read, which holds it; one that
-// listened in time is woken and reads again.
+// this node is among its own values when its transaction returns, before its notice goes out; a
+// change of another node moves the version as its notice arrives, before the notifier wakes anyone.
+// So a sync that listened too late to be woken by a change sees it in its answer; one that listened
+// in time is woken and reads again.
 type positionCache struct {
 	version func() uint64
-	reader  *coalesce.Reader[versioned]
+	// own raises the positions in a map to this node's committed ones and returns their
+	// generation; ownGen is that generation now.
+	own    func(map[string]int64) uint64
+	ownGen func() uint64
+	reader *coalesce.Reader[versioned]
+	reads  atomic.Int64 // reads of the database (tests)
 
-	mu   gosync.Mutex
-	kept versioned
-	ok   bool
+	mu     gosync.Mutex
+	kept   versioned
+	ok     bool
+	raised versioned // kept raised to the node's own values of generation raised.v
+	rok    bool
 }
 
 // versioned are positions read when the version was v. The map is shared: never modified.
@@ -38,12 +50,15 @@ type versioned struct {
 	v   uint64
 }
 
-// newPositionCache keeps the answers of read; version moves when they may have changed.
-// Misses are read once for all the callers that miss together (coalesce.Reader).
-func newPositionCache(version func() uint64, read func(context.Context) (map[string]int64, error)) *positionCache {
-	c := &positionCache{version: version}
+// newPositionCache keeps the answers of read; version moves when they may have changed other
+// than by this node's own writes, which own and ownGen give. Misses are read once for all the
+// callers that miss together (coalesce.Reader).
+func newPositionCache(version func() uint64, own func(map[string]int64) uint64, ownGen func() uint64,
+	read func(context.Context) (map[string]int64, error)) *positionCache {
+	c := &positionCache{version: version, own: own, ownGen: ownGen}
 	c.reader = coalesce.NewReader(func(ctx context.Context) (versioned, error) {
 		v := c.version()
+		c.reads.Add(1)
 		pos, err := read(ctx)
 		if err != nil {
 			return versioned{}, err
@@ -51,7 +66,7 @@ func newPositionCache(version func() uint64, read func(context.Context) (map[str
 		got := versioned{pos: pos, v: v}
 		c.mu.Lock()
 		if c.version() == v {
-			c.kept, c.ok = got, true
+			c.kept, c.ok, c.rok = got, true, false
 		}
 		c.mu.Unlock()
 		return got, nil
@@ -65,11 +80,29 @@ func (c *positionCache) Read(ctx context.Context) (map[string]int64, error) {
 	v := c.version()
 	c.mu.Lock()
 	if c.ok && c.kept.v == v {
-		pos := c.kept.pos
+		pos := c.raise()
 		c.mu.Unlock()
 		return pos, nil
 	}
 	c.mu.Unlock()
 	got, err := c.reader.Read(ctx)
-	return got.pos, err
+	if err != nil {
+		return nil, err
+	}
+	pos := maps.Clone(got.pos)
+	c.own(pos)
+	return pos, nil
+}
+
+// raise returns the kept positions raised to the node's own values, made once per generation of
+// those. Called with mu held.
+func (c *positionCache) raise() map[string]int64 {
+	g := c.ownGen()
+	if c.rok && c.raised.v == g {
+		return c.raised.pos
+	}
+	pos := maps.Clone(c.kept.pos)
+	c.raised = versioned{pos: pos, v: c.own(pos)}
+	c.rok = true
+	return pos
 }

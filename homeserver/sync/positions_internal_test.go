@@ -14,7 +14,7 @@ func TestPositionCache(t *testing.T) {
 	var version, reads atomic.Uint64
 	var counter atomic.Int64
 	var during func() // runs inside the next read
-	c := newPositionCache(version.Load, func(context.Context) (map[string]int64, error) {
+	c := newPositionCache(version.Load, noOwn, func() uint64 { return 0 }, func(context.Context) (map[string]int64, error) {
 		reads.Add(1)
 		pos := map[string]int64{"events": counter.Load()}
 		if during != nil {
@@ -47,13 +47,80 @@ func TestPositionCache(t *testing.T) {
 	read(2, 4)
 }
 
+// noOwn is a node that has written nothing.
+func noOwn(map[string]int64) uint64 { return 0 }
+
+// TestPositionCacheOwnWrites: the node's own committed values raise a kept answer without a read,
+// each stream on its own and never lower it; a raised answer is made once per generation of them;
+// a read (after the version moved) is raised too.
+func TestPositionCacheOwnWrites(t *testing.T) {
+	ctx := context.Background()
+	var version, reads, gen atomic.Uint64
+	var mu gosync.Mutex
+	db := map[string]int64{"events": 5, "receipts": 3}
+	own := map[string]int64{"events": 0, "receipts": 0}
+	raises := 0
+	write := func(stream string, pos int64) { // a commit of this node: the database and own values
+		mu.Lock()
+		db[stream], own[stream] = pos, pos
+		mu.Unlock()
+		gen.Add(1)
+	}
+	c := newPositionCache(version.Load, func(pos map[string]int64) uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		raises++
+		for st, p := range own {
+			if _, ok := pos[st]; ok && p > pos[st] {
+				pos[st] = p
+			}
+		}
+		return gen.Load()
+	}, gen.Load, func(context.Context) (map[string]int64, error) {
+		reads.Add(1)
+		mu.Lock()
+		defer mu.Unlock()
+		return map[string]int64{"events": db["events"], "receipts": db["receipts"]}, nil
+	})
+	read := func(events, receipts int64, wantReads uint64) {
+		t.Helper()
+		pos, err := c.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pos["events"] != events || pos["receipts"] != receipts || reads.Load() != wantReads {
+			t.Fatalf("events %d receipts %d after %d reads, want %d, %d after %d", pos["events"], pos["receipts"],
+				reads.Load(), events, receipts, wantReads)
+		}
+	}
+	read(5, 3, 1)
+	read(5, 3, 1)
+	write("events", 6)
+	read(6, 3, 1) // raised, not read
+	before := raises
+	read(6, 3, 1)
+	if raises != before {
+		t.Errorf("raised again for the same generation")
+	}
+	write("receipts", 4)
+	write("events", 7)
+	read(7, 4, 1)
+	// Another node's write moves the version: read again, and raised by the node's own values.
+	mu.Lock()
+	db["receipts"] = 9
+	mu.Unlock()
+	version.Add(1)
+	read(7, 9, 2)
+	read(7, 9, 2)
+}
+
 // TestPositionCacheConcurrent: callers that miss together share one read, and everyone reading
 // after a version change gets the change.
 func TestPositionCacheConcurrent(t *testing.T) {
 	ctx := context.Background()
 	var version, reads atomic.Uint64
 	var counter atomic.Int64
-	c := newPositionCache(version.Load, func(context.Context) (map[string]int64, error) {
+	c := newPositionCache(version.Load, noOwn, func() uint64 { return 0 }, func(context.Context) (map[string]int64, error) {
 		reads.Add(1)
 		return map[string]int64{"events": counter.Load()}, nil
 	})

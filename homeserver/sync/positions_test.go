@@ -10,17 +10,20 @@ import (
 	"github.com/hearthmx/homeserver/homeserver/bus"
 	"github.com/hearthmx/homeserver/homeserver/servertest"
 	"github.com/hearthmx/homeserver/homeserver/storage"
+	hsync "github.com/hearthmx/homeserver/homeserver/sync"
 )
 
 // TestPositionsKeptUntilWrite: the stream positions a sync starts from are kept between syncs,
 // and a change is seen by the first sync after it whether it was committed on this node without a
-// notice (its commit is enough) or on another node sharing the database (its bus notice is).
+// notice (its commit is enough, and the counters are not read again: the node knows what it wrote)
+// or on another node sharing the database (its bus notice is).
 func TestPositionsKeptUntilWrite(t *testing.T) {
 	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
 		ctx := context.Background()
 		alice := s.Register(t, "alice", "password-alice")
 		r := doSync(t, s, alice)
 		r = doSync(t, s, alice, "since", r.NextBatch) // the positions are kept now
+		reads := hsync.PositionReads(s.Sync)
 		putData := func(st *storage.Store, typ string) int64 {
 			t.Helper()
 			var pos int64
@@ -40,6 +43,27 @@ func TestPositionsKeptUntilWrite(t *testing.T) {
 		if !hasType(r.AccountData.Events, "org.example.local") {
 			t.Fatalf("account data committed on this node is not in the next sync: %+v", r.AccountData.Events)
 		}
+		// And a message sent here, announced: the woken sync has it, still without reading them.
+		roomID := newRoom(t, s, alice, nil)
+		r = doSync(t, s, alice, "since", r.NextBatch)
+		woken := make(chan syncResp, 1)
+		go func() { woken <- doSync(t, s, alice, "since", r.NextBatch, "timeout", "10000") }()
+		servertest.Eventually(t, 5*time.Second, func() error {
+			if n := s.Sync.Waiting(); n != 1 {
+				return fmt.Errorf("%d long polls parked", n)
+			}
+			return nil
+		})
+		send(t, s, alice, roomID, "while parked")
+		if r = <-woken; len(r.Rooms.Join[roomID].Timeline.Events) != 1 {
+			t.Fatalf("the woken sync has %d events, want the message", len(r.Rooms.Join[roomID].Timeline.Events))
+		}
+		if n := hsync.PositionReads(s.Sync) - reads; n != 0 {
+			t.Errorf("the counters were read %d times after this node's own writes", n)
+		}
+
+		// From here the service shares its database with another node, as with an external bus.
+		hsync.SetAlone(s.Sync, false)
 
 		// Another node: its own connection to the database, and a notice on the bus once committed.
 		other, err := storage.Open(ctx, storage.Options{Backend: s.Config.Database.Backend, SQLitePath: s.Config.Database.SQLitePath,

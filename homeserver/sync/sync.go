@@ -100,9 +100,17 @@ func New(store *storage.Store, rooms *room.Service, n *Notifier, eph Ephemeral, 
 		roomEvents: coalesce.NewCache[roomEventsKey, []storage.Event](3*time.Second, 4096),
 		states:     coalesce.NewCache[stateKey, storage.StateMap](3*time.Second, 256),
 		sections:   coalesce.NewCache[sectionKey, *roomSection](sectionTTL, 4096)}
-	version := func() uint64 { return store.Commits() + n.notices.Load() }
-	s.positions = newPositionCache(version, func(ctx context.Context) (map[string]int64, error) {
-		return store.Read().Positions(ctx, append([]string{storage.StreamEvents, storage.StreamAccountData, storage.StreamReceipts}, e2eeStreams...)...)
+	streams := append([]string{storage.StreamEvents, storage.StreamAccountData, storage.StreamReceipts}, e2eeStreams...)
+	store.TrackPositions(streams...)
+	version := func() uint64 {
+		v := store.Unsure()
+		if !n.alone.Load() {
+			v += n.notices.Load() // the writes of other nodes
+		}
+		return v
+	}
+	s.positions = newPositionCache(version, store.WrittenPositions, store.WrittenGeneration, func(ctx context.Context) (map[string]int64, error) {
+		return store.Read().Positions(ctx, streams...)
 	})
 	return s
 }
