@@ -167,13 +167,38 @@ func idField(name string, raw []byte, sigil byte) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("%w: %s must be a string", ErrInvalid, name)
 	}
-	if len(s) > maxIDSize {
-		return "", fmt.Errorf("%w: %s is %d bytes, limit %d", ErrTooLarge, name, len(s), maxIDSize)
-	}
-	if sigil != 0 && (len(s) < 2 || s[0] != sigil) {
-		return "", fmt.Errorf("%w: %s %q does not start with %q", ErrInvalid, name, s, sigil)
+	if err := checkID(name, s, sigil); err != nil {
+		return "", err
 	}
 	return s, nil
+}
+
+// checkID checks the decoded string of an ID field (see idField).
+func checkID(name, s string, sigil byte) error {
+	if len(s) > maxIDSize {
+		return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrTooLarge, name, len(s), maxIDSize)
+	}
+	if sigil != 0 && (len(s) < 2 || s[0] != sigil) {
+		return fmt.Errorf("%w: %s %q does not start with %q", ErrInvalid, name, s, sigil)
+	}
+	return nil
+}
+
+// checkIDList checks decoded event IDs as eventIDList does, in the same order.
+func checkIDList(name string, ids []string, limit int) error {
+	for i, id := range ids {
+		if err := checkID(name, id, '$'); err != nil {
+			return err
+		}
+		if i >= limit {
+			return tooManyIDs(name, limit)
+		}
+	}
+	return nil
+}
+
+func tooManyIDs(name string, limit int) error {
+	return fmt.Errorf("%w: %s has more than %d entries", ErrInvalid, name, limit)
 }
 
 func objectField(name string, raw []byte) ([]byte, error) {
@@ -211,7 +236,7 @@ func eventIDList(name string, raw []byte, limit int) ([]string, error) {
 		}
 		ids = append(ids, id)
 		if len(ids) > limit {
-			return nil, fmt.Errorf("%w: %s has more than %d entries", ErrInvalid, name, limit)
+			return nil, tooManyIDs(name, limit)
 		}
 		i = end
 	}
