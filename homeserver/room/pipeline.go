@@ -329,6 +329,9 @@ func (s *Service) commitPrepared(p *prepared) error {
 	if err != nil {
 		s.log.Error("room write batch failed", "jobs", len(p.jobs), "err", err)
 	} else {
+		if fn := s.quietBatch.Load(); fn != nil && p.last > 0 {
+			(*fn)(p.base, p.base+p.last)
+		}
 		s.publish(p.notices, p.base, true) // plain timeline events only: no member event
 		s.publishOutbound(p.dests)
 	}
@@ -344,6 +347,11 @@ func (s *Service) commitPrepared(p *prepared) error {
 	}
 	return err
 }
+
+// OnQuietBatch registers fn, called after each pipelined batch commits and before its notices go
+// out, with the positions it took (after < pos <= last): none of them holds a member event. The
+// sync service keeps its membership cache current with it, without reading the positions back.
+func (s *Service) OnQuietBatch(fn func(after, last int64)) { s.quietBatch.Store(&fn) }
 
 // serialJobs are the jobs of p left to the serial path.
 func (p *prepared) serialJobs() []*job {

@@ -66,6 +66,8 @@ type Service struct {
 	related *coalesce.Cache[relatedKey, []storage.Event]
 	// childReads counts the reads of children (ChildReads).
 	childReads atomic.Int64
+	// quietBatch is called after each pipelined batch commits (OnQuietBatch).
+	quietBatch atomic.Pointer[func(after, last int64)]
 	forgets    atomic.Int64 // Forgets
 	// backfiller fetches history from other servers for /messages (SetBackfiller; backfill.go).
 	backfiller *backfiller

@@ -80,6 +80,16 @@ func (m *memberCache) apply(changes []storage.MembershipChange, to int64) {
 	m.applied = max(m.applied, to)
 }
 
+// applyQuiet records that the positions after < pos <= last hold no member event, if the cache
+// has applied everything up to after.
+func (m *memberCache) applyQuiet(after, last int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if after <= m.applied {
+		m.applied = max(m.applied, last)
+	}
+}
+
 // get returns the user's memberships if the kept ones are current at pos.
 func (m *memberCache) get(ctx context.Context, userID string, pos, forgets int64) ([]storage.Membership, bool) {
 	m.mu.Lock()

@@ -142,3 +142,23 @@ func TestPositionCacheConcurrent(t *testing.T) {
 		t.Errorf("%d reads for 20 rounds of 50 callers: not shared", n)
 	}
 }
+
+// TestMemberCacheQuietBatches: a batch without member events moves the membership cache on only
+// if it starts where the cache is (a member event before it may not be applied yet).
+func TestMemberCacheQuietBatches(t *testing.T) {
+	m := &memberCache{applied: 10, lastChange: map[string]int64{}, users: map[string]memberEntry{}}
+	m.applyQuiet(10, 14)
+	m.applyQuiet(12, 13) // inside what is applied: no change
+	if m.applied != 14 {
+		t.Fatalf("applied %d, want 14", m.applied)
+	}
+	m.applyQuiet(15, 20) // position 15 not applied: maybe a member event
+	if m.applied != 14 {
+		t.Fatalf("applied %d after a gap, want 14", m.applied)
+	}
+	m.apply(nil, 15)
+	m.applyQuiet(15, 20)
+	if m.applied != 20 {
+		t.Fatalf("applied %d, want 20", m.applied)
+	}
+}

@@ -100,6 +100,11 @@ func New(store *storage.Store, rooms *room.Service, n *Notifier, eph Ephemeral, 
 		roomEvents: coalesce.NewCache[roomEventsKey, []storage.Event](3*time.Second, 4096),
 		states:     coalesce.NewCache[stateKey, storage.StateMap](3*time.Second, 256),
 		sections:   coalesce.NewCache[sectionKey, *roomSection](sectionTTL, 4096)}
+	if rooms != nil {
+		// The writer's batches of plain messages keep the membership cache current: woken syncs,
+		// whose positions follow this node's commits at once, do not read them (members.go).
+		rooms.OnQuietBatch(n.members.applyQuiet)
+	}
 	streams := append([]string{storage.StreamEvents, storage.StreamAccountData, storage.StreamReceipts}, e2eeStreams...)
 	store.TrackPositions(streams...)
 	version := func() uint64 {
