@@ -289,6 +289,7 @@ func (s *Service) seal(p *prepared) {
 // answers its jobs (except those left to the serial path).
 func (s *Service) commitPrepared(p *prepared) error {
 	start := time.Now()
+	events := p.rows.events // rebased in place below; flush lets go of them
 	var err error
 	if p.last > 0 || len(p.exts) > 0 {
 		err = s.store.Write(context.Background(), func(c storage.Conn) error {
@@ -329,8 +330,8 @@ func (s *Service) commitPrepared(p *prepared) error {
 	if err != nil {
 		s.log.Error("room write batch failed", "jobs", len(p.jobs), "err", err)
 	} else {
-		if fn := s.quietBatch.Load(); fn != nil && p.last > 0 {
-			(*fn)(p.base, p.base+p.last)
+		if fn := s.onBatch.Load(); fn != nil && p.last > 0 {
+			(*fn)(Batch{After: p.base, Last: p.base + p.last, Events: events})
 		}
 		s.publish(p.notices, p.base, true) // plain timeline events only: no member event
 		s.publishOutbound(p.dests)
@@ -348,10 +349,21 @@ func (s *Service) commitPrepared(p *prepared) error {
 	return err
 }
 
-// OnQuietBatch registers fn, called after each pipelined batch commits and before its notices go
-// out, with the positions it took (after < pos <= last): none of them holds a member event. The
-// sync service keeps its membership cache current with it, without reading the positions back.
-func (s *Service) OnQuietBatch(fn func(after, last int64)) { s.quietBatch.Store(&fn) }
+// Batch is a transaction of the room writer, as OnBatch reports it.
+type Batch struct {
+	// After and Last bound the positions a pipelined batch took (After < pos <= Last), each
+	// that of one of Events; zero for a transaction of the serial path.
+	After, Last int64
+	// Events are a pipelined batch's events as stored, in position order: plain timeline events
+	// (no state key, relation or membership), neither rejected nor soft-failed. Read-only.
+	Events []storage.Event
+}
+
+// OnBatch registers fn, called on the writer with an empty Batch before each transaction of the
+// serial path (which may change stored events: a redaction) and with each pipelined batch after
+// it committed, before its notices go out. The sync service keeps its membership cache and its
+// recent events current with it, without reading back what this node just wrote.
+func (s *Service) OnBatch(fn func(Batch)) { s.onBatch.Store(&fn) }
 
 // serialJobs are the jobs of p left to the serial path.
 func (p *prepared) serialJobs() []*job {

@@ -66,9 +66,9 @@ type Service struct {
 	related *coalesce.Cache[relatedKey, []storage.Event]
 	// childReads counts the reads of children (ChildReads).
 	childReads atomic.Int64
-	// quietBatch is called after each pipelined batch commits (OnQuietBatch).
-	quietBatch atomic.Pointer[func(after, last int64)]
-	forgets    atomic.Int64 // Forgets
+	// onBatch is told about the writer's transactions (OnBatch).
+	onBatch atomic.Pointer[func(Batch)]
+	forgets atomic.Int64 // Forgets
 	// backfiller fetches history from other servers for /messages (SetBackfiller; backfill.go).
 	backfiller *backfiller
 	// commitHook, set by tests before the first write, runs at the start of every pipelined
@@ -173,6 +173,9 @@ func (s *Service) runBatch(batch []*job) []error {
 	var notices []notice
 	var dests []string
 	txns := &batchTxns{}
+	if fn := s.onBatch.Load(); fn != nil {
+		(*fn)(Batch{}) // before anything of the transaction is visible
+	}
 	err := s.store.Write(context.Background(), func(c storage.Conn) error {
 		// Positions: lock the events counter once for the whole batch, hand positions out in
 		// memory, and store the last one before commit. The lock is held until commit, so no

@@ -16,3 +16,7 @@ func SetAlone(s *Service, alone bool) { s.notifier.alone.Store(alone) }
 
 // PositionReads is how many times the stream positions were read from the database.
 func PositionReads(s *Service) int64 { return s.positions.reads.Load() }
+
+// TimelineStoreReads is how many times a sync read rooms' events from storage (not from the
+// recent events of the room writer).
+func TimelineStoreReads(s *Service) int64 { return s.timelineStoreReads.Load() }

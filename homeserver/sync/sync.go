@@ -50,8 +50,11 @@ type Service struct {
 	sections   *coalesce.Cache[sectionKey, *roomSection]
 	noShare    atomic.Bool
 	sharedUses atomic.Int64
-	// timelineReads counts readRoomEvents calls (tests).
-	timelineReads atomic.Int64
+	// recent are the events of the room writer's latest batches (recent.go).
+	recent recentEvents
+	// timelineReads counts readRoomEvents calls, timelineStoreReads those that read storage (tests).
+	timelineReads      atomic.Int64
+	timelineStoreReads atomic.Int64
 	// lastToken is the last next_batch made (tokenText).
 	lastToken atomic.Pointer[tokenString]
 }
@@ -79,8 +82,12 @@ func (s *Service) readRoomEvents(ctx context.Context, c storage.Conn, roomIDs []
 		return nil, nil
 	}
 	s.timelineReads.Add(1)
+	if evs, ok := s.recent.between(roomIDs, from, to, limit); ok {
+		return evs, nil
+	}
 	k := roomEventsKey{rooms: strings.Join(roomIDs, "\x00"), from: from, to: to, limit: limit}
 	return s.roomEvents.Get(ctx, k, func(ctx context.Context) ([]storage.Event, error) {
+		s.timelineStoreReads.Add(1)
 		return c.RoomEventsBetween(ctx, roomIDs, from, to, limit)
 	})
 }
@@ -101,9 +108,15 @@ func New(store *storage.Store, rooms *room.Service, n *Notifier, eph Ephemeral, 
 		states:     coalesce.NewCache[stateKey, storage.StateMap](3*time.Second, 256),
 		sections:   coalesce.NewCache[sectionKey, *roomSection](sectionTTL, 4096)}
 	if rooms != nil {
-		// The writer's batches of plain messages keep the membership cache current: woken syncs,
-		// whose positions follow this node's commits at once, do not read them (members.go).
-		rooms.OnQuietBatch(n.members.applyQuiet)
+		// The writer's batches of plain messages keep the membership cache current and are the
+		// recent events: woken syncs, whose positions follow this node's commits at once, do not
+		// read them back (members.go, recent.go).
+		rooms.OnBatch(func(b room.Batch) {
+			if b.Last > 0 {
+				n.members.applyQuiet(b.After, b.Last)
+			}
+			s.recent.batch(b)
+		})
 	}
 	streams := append([]string{storage.StreamEvents, storage.StreamAccountData, storage.StreamReceipts}, e2eeStreams...)
 	store.TrackPositions(streams...)

@@ -11,9 +11,10 @@ import (
 	"github.com/hearthmx/homeserver/homeserver/storage/storagetest"
 )
 
-// TestOnQuietBatch: the writer reports the positions of each pipelined batch of plain messages,
-// and they are exactly the messages' positions; a member event is in none of them.
-func TestOnQuietBatch(t *testing.T) {
+// TestOnBatch: the writer reports each pipelined batch of plain messages with its positions and
+// events, exactly the messages; a member event is in none of them, and its serial transaction is
+// reported (before it starts).
+func TestOnBatch(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
 		svc := concurrentService(t, s)
 		ctx := context.Background()
@@ -24,10 +25,22 @@ func TestOnQuietBatch(t *testing.T) {
 		}
 		var mu sync.Mutex
 		var ranges [][2]int64
-		svc.OnQuietBatch(func(after, last int64) {
+		var reported []string
+		serial := 0
+		svc.OnBatch(func(b room.Batch) {
 			mu.Lock()
-			ranges = append(ranges, [2]int64{after, last})
-			mu.Unlock()
+			defer mu.Unlock()
+			if b.Last == 0 {
+				serial++
+				return
+			}
+			ranges = append(ranges, [2]int64{b.After, b.Last})
+			for i, e := range b.Events {
+				if e.StreamPos != b.After+int64(i)+1 {
+					t.Errorf("event %d of batch (%d, %d] at %d", i, b.After, b.Last, e.StreamPos)
+				}
+				reported = append(reported, e.EventID)
+			}
 		})
 		ids, err := sendConcurrently(svc, roomID, alice, 4, 10)
 		if err != nil {
@@ -56,6 +69,14 @@ func TestOnQuietBatch(t *testing.T) {
 		slices.Sort(got)
 		if !slices.Equal(got, want) {
 			t.Fatalf("positions reported %v, want the messages' %v", got, want)
+		}
+		slices.Sort(reported)
+		slices.Sort(ids)
+		if !slices.Equal(reported, ids) {
+			t.Errorf("events reported %v, want %v", reported, ids)
+		}
+		if serial == 0 {
+			t.Error("the join's serial transaction was not reported")
 		}
 	})
 }
