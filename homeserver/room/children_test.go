@@ -85,3 +85,51 @@ func TestChildrenUpToSharesRead(t *testing.T) {
 		}
 	})
 }
+
+// TestFreshEventsChildren: the children of messages the writer pipelined since its serial path last
+// ran are known to be none without a read; once an edit is stored (by the serial path) they are
+// read, and the edit is found.
+func TestFreshEventsChildren(t *testing.T) {
+	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
+		svc := concurrentService(t, s)
+		ctx := context.Background()
+		alice := "@alice:test.local"
+		roomID, err := svc.CreateRoom(ctx, room.CreateRequest{Creator: alice})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := sendConcurrently(svc, roomID, alice, 3, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := s.Read().Events(ctx, ids)
+		if err != nil || len(evs) != len(ids) {
+			t.Fatalf("events: %d, %v", len(evs), err)
+		}
+		upTo, err := s.Read().Position(ctx, storage.StreamEvents)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reads := svc.ChildReads()
+		if children, err := svc.ChildrenUpTo(ctx, evs, upTo); err != nil || len(children) != 0 {
+			t.Fatalf("children of new messages: %v, %v", children, err)
+		}
+		if n := svc.ChildReads() - reads; n != 0 {
+			t.Errorf("%d reads for the children of new messages, want none", n)
+		}
+
+		edit, err := svc.Send(ctx, roomID, senderOf(alice, "edit"), "m.room.message", json.RawMessage(
+			`{"msgtype":"m.text","body":"* x","m.new_content":{"msgtype":"m.text","body":"x"},`+
+				`"m.relates_to":{"rel_type":"m.replace","event_id":"`+ids[0]+`"}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		children, err := svc.ChildrenUpTo(ctx, evs, upTo+1)
+		if err != nil || len(children) != 1 || children[0].EventID != edit {
+			t.Fatalf("children after an edit: %+v, %v; want %s", children, err, edit)
+		}
+		if n := svc.ChildReads() - reads; n != 1 {
+			t.Errorf("%d reads after the edit, want 1", n)
+		}
+	})
+}

@@ -330,6 +330,7 @@ func (s *Service) commitPrepared(p *prepared) error {
 	if err != nil {
 		s.log.Error("room write batch failed", "jobs", len(p.jobs), "err", err)
 	} else {
+		s.fresh.add(events)
 		if fn := s.onBatch.Load(); fn != nil && p.last > 0 {
 			(*fn)(Batch{After: p.base, Last: p.base + p.last, Events: events})
 		}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	gosync "sync"
 
 	"github.com/hearthmx/homeserver/homeserver/event"
 	"github.com/hearthmx/homeserver/homeserver/spec"
@@ -29,6 +30,49 @@ func (s *Service) ChildrenUpTo(ctx context.Context, evs []storage.Event, upTo in
 	return s.children(ctx, s.store.Read(), evs, upTo)
 }
 
+// freshEvents are the events of the pipelined batches committed since the serial path last
+// started a transaction: plain messages of this node, to which no stored event relates. Every
+// event is stored by the writer, and one that relates to another (an edit, a thread reply, a
+// reference, from here or from another server) only by the serial path, which forgets them first;
+// an event's ID is known only once it exists, so nothing related to them before. At fan-out this
+// spares the read of the children of each new message (a round trip on PostgreSQL).
+type freshEvents struct {
+	mu  gosync.Mutex
+	ids map[string]struct{}
+}
+
+// maxFreshEvents bounds the events kept; past it they are forgotten (their children are read).
+const maxFreshEvents = 4096
+
+func (f *freshEvents) add(evs []storage.Event) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ids == nil || len(f.ids)+len(evs) > maxFreshEvents {
+		f.ids = make(map[string]struct{}, min(len(evs), maxFreshEvents))
+	}
+	for _, e := range evs {
+		f.ids[e.EventID] = struct{}{}
+	}
+}
+
+func (f *freshEvents) forget() {
+	f.mu.Lock()
+	f.ids = nil
+	f.mu.Unlock()
+}
+
+// all reports whether every one of ids is fresh (so none has children).
+func (f *freshEvents) all(ids []string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, id := range ids {
+		if _, ok := f.ids[id]; !ok {
+			return false
+		}
+	}
+	return len(ids) > 0
+}
+
 // ChildReads counts the reads of events' children (for bundled relations) this service made.
 func (s *Service) ChildReads() int64 { return s.childReads.Load() }
 
@@ -40,6 +84,9 @@ func (s *Service) children(ctx context.Context, c storage.Conn, evs []storage.Ev
 		if e.RedactedBy == "" {
 			ids = append(ids, e.EventID)
 		}
+	}
+	if s.fresh.all(ids) {
+		return nil, nil
 	}
 	read := func(ctx context.Context) ([]storage.Event, error) {
 		s.childReads.Add(1)

@@ -68,6 +68,8 @@ type Service struct {
 	childReads atomic.Int64
 	// onBatch is told about the writer's transactions (OnBatch).
 	onBatch atomic.Pointer[func(Batch)]
+	// fresh are the events of the pipelined batches since the serial path last ran (relations.go).
+	fresh freshEvents
 	forgets atomic.Int64 // Forgets
 	// backfiller fetches history from other servers for /messages (SetBackfiller; backfill.go).
 	backfiller *backfiller
@@ -173,6 +175,7 @@ func (s *Service) runBatch(batch []*job) []error {
 	var notices []notice
 	var dests []string
 	txns := &batchTxns{}
+	s.fresh.forget() // the transaction may store relations
 	if fn := s.onBatch.Load(); fn != nil {
 		(*fn)(Batch{}) // before anything of the transaction is visible
 	}
