@@ -69,7 +69,7 @@ type Service struct {
 	// onBatch is told about the writer's transactions (OnBatch).
 	onBatch atomic.Pointer[func(Batch)]
 	// fresh are the events of the pipelined batches since the serial path last ran (relations.go).
-	fresh freshEvents
+	fresh   freshEvents
 	forgets atomic.Int64 // Forgets
 	// backfiller fetches history from other servers for /messages (SetBackfiller; backfill.go).
 	backfiller *backfiller
