@@ -35,7 +35,8 @@ func (s *Service) ChildrenUpTo(ctx context.Context, evs []storage.Event, upTo in
 // event is stored by the writer, and one that relates to another (an edit, a thread reply, a
 // reference, from here or from another server) only by the serial path, which forgets them first;
 // an event's ID is known only once it exists, so nothing related to them before. At fan-out this
-// spares the read of the children of each new message (a round trip on PostgreSQL).
+// spares the read of the children of each new message (a round trip on PostgreSQL). It holds only
+// while this node is the only one storing events (alone).
 type freshEvents struct {
 	mu  gosync.Mutex
 	ids map[string]struct{}
@@ -73,6 +74,10 @@ func (f *freshEvents) all(ids []string) bool {
 	return len(ids) > 0
 }
 
+// alone reports whether this node is the only one writing to its database: it has no bus, or the
+// embedded one, whose NATS server opens no port for other nodes.
+func (s *Service) alone() bool { return s.bus == nil || s.bus.Embedded() }
+
 // ChildReads counts the reads of events' children (for bundled relations) this service made.
 func (s *Service) ChildReads() int64 { return s.childReads.Load() }
 
@@ -85,7 +90,7 @@ func (s *Service) children(ctx context.Context, c storage.Conn, evs []storage.Ev
 			ids = append(ids, e.EventID)
 		}
 	}
-	if s.fresh.all(ids) {
+	if s.alone() && s.fresh.all(ids) {
 		return nil, nil
 	}
 	read := func(ctx context.Context) ([]storage.Event, error) {

@@ -14,7 +14,7 @@ import (
 // TestRecentEventsServeWokenSyncs: the messages that wake a long poll come from the room writer's
 // recent batches, not from storage, and are what storage holds (the same event as /messages, the
 // sender's transaction ID included); after a redaction (the writer's serial path), a sync over the
-// same range shows the event redacted.
+// same range shows the event redacted; with other nodes writing (an external bus), storage is read.
 func TestRecentEventsServeWokenSyncs(t *testing.T) {
 	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
 		alice := s.Register(t, "alice", "password-alice")
@@ -67,9 +67,21 @@ func TestRecentEventsServeWokenSyncs(t *testing.T) {
 
 		// A redaction: the same range now comes from storage, redacted.
 		must(t, "redact", s.Do(t, "PUT", roomPath(roomID, "/redact/"+msgID+"/r1"), alice.AccessToken, map[string]any{}))
-		again := doSync(t, s, bob, "since", r.NextBatch).Rooms.Join[roomID].Timeline.Events
+		after := doSync(t, s, bob, "since", r.NextBatch)
+		again := after.Rooms.Join[roomID].Timeline.Events
 		if len(again) < 1 || again[0].EventID != msgID || len(again[0].Content) != 0 || again[0].Unsigned["redacted_because"] == nil {
 			t.Fatalf("after the redaction: %+v, want %s redacted", again, msgID)
+		}
+
+		// With other nodes writing to the database (an external bus), storage is read.
+		send(t, s, alice, roomID, "two")
+		reads = hsync.TimelineStoreReads(s.Sync)
+		hsync.SetAlone(s.Sync, false)
+		if got := doSync(t, s, bob, "since", after.NextBatch).Rooms.Join[roomID].Timeline.Events; len(got) != 1 || got[0].body() != "two" {
+			t.Fatalf("with other nodes: %+v", got)
+		}
+		if hsync.TimelineStoreReads(s.Sync) == reads {
+			t.Error("with other nodes, a sync took the events from the recent batches")
 		}
 	})
 }
