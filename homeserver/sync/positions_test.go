@@ -3,9 +3,7 @@ package sync_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"testing"
-	"time"
 
 	"github.com/hearthmx/homeserver/homeserver/bus"
 	"github.com/hearthmx/homeserver/homeserver/servertest"
@@ -48,12 +46,7 @@ func TestPositionsKeptUntilWrite(t *testing.T) {
 		r = doSync(t, s, alice, "since", r.NextBatch)
 		woken := make(chan syncResp, 1)
 		go func() { woken <- doSync(t, s, alice, "since", r.NextBatch, "timeout", "10000") }()
-		servertest.Eventually(t, 5*time.Second, func() error {
-			if n := s.Sync.Waiting(); n != 1 {
-				return fmt.Errorf("%d long polls parked", n)
-			}
-			return nil
-		})
+		waitParked(t, s, 1)
 		send(t, s, alice, roomID, "while parked")
 		if r = <-woken; len(r.Rooms.Join[roomID].Timeline.Events) != 1 {
 			t.Fatalf("the woken sync has %d events, want the message", len(r.Rooms.Join[roomID].Timeline.Events))
@@ -75,12 +68,7 @@ func TestPositionsKeptUntilWrite(t *testing.T) {
 		r = doSync(t, s, alice, "since", r.NextBatch)
 		done := make(chan syncResp, 1)
 		go func() { done <- doSync(t, s, alice, "since", r.NextBatch, "timeout", "10000") }()
-		servertest.Eventually(t, 5*time.Second, func() error {
-			if n := s.Sync.Waiting(); n != 1 {
-				return fmt.Errorf("%d long polls parked", n)
-			}
-			return nil
-		})
+		waitParked(t, s, 1)
 		pos := putData(other, "org.example.remote")
 		notice, _ := json.Marshal(map[string]any{"user_id": alice.UserID, "pos": pos})
 		if err := s.Bus.Publish(bus.SubjectAccountData, notice); err != nil {

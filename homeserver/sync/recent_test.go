@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/hearthmx/homeserver/homeserver/servertest"
 	hsync "github.com/hearthmx/homeserver/homeserver/sync"
@@ -27,12 +26,7 @@ func TestRecentEventsServeWokenSyncs(t *testing.T) {
 
 		woken := make(chan syncResp, 1)
 		go func() { woken <- doSync(t, s, bob, "since", r.NextBatch, "timeout", "10000") }()
-		servertest.Eventually(t, 5*time.Second, func() error {
-			if n := s.Sync.Waiting(); n != 1 {
-				return fmt.Errorf("%d long polls parked", n)
-			}
-			return nil
-		})
+		waitParked(t, s, 1)
 		reads := hsync.TimelineStoreReads(s.Sync)
 		msgID := send(t, s, alice, roomID, "one")
 		got := (<-woken).Rooms.Join[roomID].Timeline.Events

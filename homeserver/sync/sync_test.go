@@ -112,6 +112,17 @@ func send(t testing.TB, s *servertest.Server, u servertest.User, roomID, body st
 		map[string]any{"msgtype": "m.text", "body": body})).Str("event_id")
 }
 
+// waitParked waits until n long polls are parked on the server's notifier.
+func waitParked(t testing.TB, s *servertest.Server, n int64) {
+	t.Helper()
+	servertest.Eventually(t, 5*time.Second, func() error {
+		if got := s.Sync.Waiting(); got != n {
+			return fmt.Errorf("%d long polls parked, want %d", got, n)
+		}
+		return nil
+	})
+}
+
 func membership(t testing.TB, s *servertest.Server, u servertest.User, roomID, action string, body map[string]any) {
 	t.Helper()
 	if body == nil {
@@ -356,12 +367,7 @@ func TestLongPoll(t *testing.T) {
 		done := make(chan syncResp, 1)
 		start = time.Now()
 		go func() { done <- doSync(t, s, alice, "since", since, "timeout", "10000") }()
-		servertest.Eventually(t, 5*time.Second, func() error {
-			if n := s.Sync.Waiting(); n != 1 {
-				return fmt.Errorf("%d long polls parked", n)
-			}
-			return nil
-		})
+		waitParked(t, s, 1)
 		id := send(t, s, bob, roomID, "hello alice")
 		select {
 		case res := <-done:
@@ -379,12 +385,7 @@ func TestLongPoll(t *testing.T) {
 		// Account data wakes too.
 		since = doSync(t, s, alice).NextBatch
 		go func() { done <- doSync(t, s, alice, "since", since, "timeout", "10000") }()
-		servertest.Eventually(t, 5*time.Second, func() error {
-			if n := s.Sync.Waiting(); n != 1 {
-				return fmt.Errorf("%d long polls parked", n)
-			}
-			return nil
-		})
+		waitParked(t, s, 1)
 		must(t, "account data", s.Do(t, "PUT", csAPI+"/user/"+url.PathEscape(alice.UserID)+"/account_data/org.example.x",
 			alice.AccessToken, map[string]any{"x": true}))
 		select {
@@ -399,12 +400,7 @@ func TestLongPoll(t *testing.T) {
 		// An invite wakes the invitee, who is in no room with anyone yet.
 		since = doSync(t, s, carol).NextBatch
 		go func() { done <- doSync(t, s, carol, "since", since, "timeout", "10000") }()
-		servertest.Eventually(t, 5*time.Second, func() error {
-			if n := s.Sync.Waiting(); n != 1 {
-				return fmt.Errorf("%d long polls parked", n)
-			}
-			return nil
-		})
+		waitParked(t, s, 1)
 		membership(t, s, alice, roomID, "invite", map[string]any{"user_id": carol.UserID})
 		select {
 		case res := <-done:
@@ -432,12 +428,7 @@ func TestLongPollClientGone(t *testing.T) {
 			}
 			errc <- err
 		}()
-		servertest.Eventually(t, 5*time.Second, func() error {
-			if n := s.Sync.Waiting(); n != 1 {
-				return fmt.Errorf("%d long polls parked", n)
-			}
-			return nil
-		})
+		waitParked(t, s, 1)
 		cancel()
 		if err := <-errc; err == nil {
 			t.Errorf("request finished without error")
