@@ -16,13 +16,9 @@ import (
 // the conversion bundled; other events or another position are read anew.
 func TestChildrenUpToSharesRead(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
-		svc := concurrentService(t, s)
 		ctx := context.Background()
 		alice := "@alice:test.local"
-		roomID, err := svc.CreateRoom(ctx, room.CreateRequest{Creator: alice})
-		if err != nil {
-			t.Fatal(err)
-		}
+		svc, roomID := serviceWithRoom(t, s, room.CreateRequest{Creator: alice})
 		msg := json.RawMessage(`{"msgtype":"m.text","body":"hi"}`)
 		parent, err := svc.Send(ctx, roomID, senderOf(alice, "t1"), "m.room.message", msg)
 		if err != nil {
@@ -91,13 +87,9 @@ func TestChildrenUpToSharesRead(t *testing.T) {
 // read, and the edit is found.
 func TestFreshEventsChildren(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
-		svc := concurrentService(t, s)
 		ctx := context.Background()
 		alice := "@alice:test.local"
-		roomID, err := svc.CreateRoom(ctx, room.CreateRequest{Creator: alice})
-		if err != nil {
-			t.Fatal(err)
-		}
+		svc, roomID := serviceWithRoom(t, s, room.CreateRequest{Creator: alice})
 		ids, err := sendConcurrently(svc, roomID, alice, 3, 4)
 		if err != nil {
 			t.Fatal(err)
@@ -132,4 +124,15 @@ func TestFreshEventsChildren(t *testing.T) {
 			t.Errorf("%d reads after the edit, want 1", n)
 		}
 	})
+}
+
+// serviceWithRoom starts a room service on s and creates a room with req.
+func serviceWithRoom(t *testing.T, s *storage.Store, req room.CreateRequest) (*room.Service, string) {
+	t.Helper()
+	svc := concurrentService(t, s)
+	roomID, err := svc.CreateRoom(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc, roomID
 }

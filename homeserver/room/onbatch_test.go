@@ -16,13 +16,9 @@ import (
 // reported (before it starts).
 func TestOnBatch(t *testing.T) {
 	storagetest.ForEachBackend(t, func(t *testing.T, s *storage.Store) {
-		svc := concurrentService(t, s)
 		ctx := context.Background()
 		alice, bob := "@alice:test.local", "@bob:test.local"
-		roomID, err := svc.CreateRoom(ctx, room.CreateRequest{Creator: alice, Preset: room.PresetPublicChat})
-		if err != nil {
-			t.Fatal(err)
-		}
+		svc, roomID := serviceWithRoom(t, s, room.CreateRequest{Creator: alice, Preset: room.PresetPublicChat})
 		var mu sync.Mutex
 		var ranges [][2]int64
 		var reported []string
