@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/url"
@@ -307,6 +308,7 @@ func runFanout(ctx context.Context, c config) (failed bool, err error) {
 	fmt.Printf("receivers %d over %s, messages %d, delivered/expected %d/%d\n", c.receivers, c.transport, sent, len(all), expected)
 	fmt.Printf("delivery latency (send -> read by the receiver): %s\n", quantiles(all))
 	fmt.Printf("fan-out per message (until the last receiver has it): %s\n", quantiles(fanout))
+	fmt.Printf("slowest messages (index: fan-out): %s\n", slowest(lastAt, sentOK, 5))
 	fmt.Printf("missed %d, duplicated %d; out of order %d, limited timelines %d\n", missed, duplicated, outOfOrder, limited)
 	counters, protocol := transportCounters(rs)
 	fmt.Println(counters)
@@ -337,6 +339,23 @@ func runFanout(ctx context.Context, c config) (failed bool, err error) {
 		fmt.Println("FAIL: protocol violations")
 	}
 	return missed > 0 || duplicated > 0 || protocol > 0, nil
+}
+
+// slowest lists the n messages whose fan-out took longest, slowest first: whether the tail of the
+// latencies belongs to a few messages (the start of the run, a pause of the host) or to all.
+func slowest(lastAt []time.Duration, sentOK []bool, n int) string {
+	var idx []int
+	for i := range lastAt {
+		if sentOK[i] {
+			idx = append(idx, i)
+		}
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(lastAt[b], lastAt[a]) })
+	var parts []string
+	for _, i := range idx[:min(n, len(idx))] {
+		parts = append(parts, fmt.Sprintf("%d: %s", i, ms(lastAt[i])))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func firstErr(errs ...error) error {

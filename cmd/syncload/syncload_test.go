@@ -64,6 +64,21 @@ func TestParseBody(t *testing.T) {
 	}
 }
 
+func TestSlowest(t *testing.T) {
+	ms := time.Millisecond
+	lastAt := []time.Duration{5 * ms, 90 * ms, 0, 40 * ms, 90 * ms, 10 * ms}
+	sent := []bool{true, true, false, true, true, true}
+	if got, want := slowest(lastAt, sent, 3), "1: 90.0 ms, 4: 90.0 ms, 3: 40.0 ms"; got != want {
+		t.Errorf("slowest = %q, want %q", got, want)
+	}
+	if got, want := slowest(lastAt[:1], sent[:1], 5), "0: 5.0 ms"; got != want {
+		t.Errorf("slowest of one = %q, want %q", got, want)
+	}
+	if got := slowest(nil, nil, 5); got != "" {
+		t.Errorf("slowest of nothing = %q", got)
+	}
+}
+
 func TestPct(t *testing.T) {
 	var d []time.Duration
 	for i := 1; i <= 100; i++ {
