@@ -226,20 +226,38 @@ type syncEvent struct {
 
 // syncQuery is the query string of a /sync (or stream) request.
 func syncQuery(filter, since string, timeout time.Duration, setPresence string) string {
-	q := url.Values{}
+	return string(appendSyncQuery(nil, filter, since, timeout, setPresence))
+}
+
+// appendSyncQuery appends the query of a GET /sync to dst: what url.Values.Encode gives for the
+// parameters that are set (the same order, the same escaping), without a map per request.
+func appendSyncQuery(dst []byte, filter, since string, timeout time.Duration, setPresence string) []byte {
+	n := len(dst)
+	param := func(key, value string) {
+		if len(dst) > n {
+			dst = append(dst, '&')
+		}
+		dst = append(dst, key...)
+		dst = append(dst, '=')
+		dst = append(dst, url.QueryEscape(value)...)
+	}
 	if filter != "" {
-		q.Set("filter", filter)
-	}
-	if since != "" {
-		q.Set("since", since)
-	}
-	if timeout >= 0 {
-		q.Set("timeout", strconv.FormatInt(timeout.Milliseconds(), 10))
+		param("filter", filter)
 	}
 	if setPresence != "" {
-		q.Set("set_presence", setPresence)
+		param("set_presence", setPresence)
 	}
-	return q.Encode()
+	if since != "" {
+		param("since", since)
+	}
+	if timeout >= 0 {
+		if len(dst) > n {
+			dst = append(dst, '&')
+		}
+		dst = append(dst, "timeout="...)
+		dst = strconv.AppendInt(dst, timeout.Milliseconds(), 10)
+	}
+	return dst
 }
 
 // sync is one GET /sync; it returns the raw body and when it had been read.

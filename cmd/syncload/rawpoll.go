@@ -21,12 +21,19 @@ import (
 // the server under test. This client writes one request and reads one response per poll on a
 // kept-alive connection, and nothing else. It speaks only what a long poll needs: GET, a 200 or
 // an error status, a Content-Length or chunked body, Connection: close.
+//
+// Per poll it allocates nothing for timeouts or cancellation either (a context with a deadline
+// and a callback per poll were a sixth of its CPU): the deadline is the connection's, and the
+// connection is closed when the context it was opened under ends, by one callback per connection.
 type pollConn struct {
 	host string // host:port of the server
 	conn net.Conn
 	br   *bufio.Reader
 	req  []byte
 	body []byte
+	// ctx is the context the connection was opened under; stop unregisters its closing.
+	ctx  context.Context
+	stop func() bool
 }
 
 func newPollConn(base string) (*pollConn, error) {
@@ -45,20 +52,31 @@ func newPollConn(base string) (*pollConn, error) {
 }
 
 // get sends GET path with the token and returns a 200's body (valid until the next call) and
-// when it had been read (on h's clock); other statuses are a *matrixError. The connection is
-// closed on any error, and when ctx ends.
-func (p *pollConn) get(ctx context.Context, h *hs, path, token string) ([]byte, time.Duration, error) {
+// when it had been read (on h's clock); other statuses are a *matrixError. The exchange must end
+// within limit (none if 0). The connection is closed on any error, and when ctx ends.
+func (p *pollConn) get(ctx context.Context, h *hs, path []byte, token string, limit time.Duration) ([]byte, time.Duration, error) {
+	if p.conn != nil && p.ctx != ctx {
+		p.close() // opened for another context: its closing would follow the wrong one
+	}
 	if p.conn == nil {
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.host)
 		if err != nil {
 			return nil, 0, err
 		}
-		p.conn, p.br = c, bufio.NewReaderSize(c, 16<<10)
+		p.conn, p.br, p.ctx = c, bufio.NewReaderSize(c, 16<<10), ctx
+		p.stop = context.AfterFunc(ctx, func() { c.Close() })
 	}
-	conn := p.conn
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	body, status, keep, err := p.roundTrip(path, token)
+	var deadline time.Time
+	if limit > 0 {
+		deadline = time.Now().Add(limit)
+	}
+	err := p.conn.SetDeadline(deadline)
+	var body []byte
+	var status int
+	keep := false
+	if err == nil {
+		body, status, keep, err = p.roundTrip(path, token)
+	}
 	at := h.now()
 	if err != nil || !keep {
 		p.close()
@@ -77,14 +95,15 @@ func (p *pollConn) get(ctx context.Context, h *hs, path, token string) ([]byte, 
 
 func (p *pollConn) close() {
 	if p.conn != nil {
+		p.stop()
 		p.conn.Close()
-		p.conn, p.br = nil, nil
+		p.conn, p.br, p.ctx, p.stop = nil, nil, nil, nil
 	}
 }
 
 // roundTrip writes the request and reads the response: its body, status, and whether the
 // connection may be used again.
-func (p *pollConn) roundTrip(path, token string) (body []byte, status int, keep bool, err error) {
+func (p *pollConn) roundTrip(path []byte, token string) (body []byte, status int, keep bool, err error) {
 	p.req = append(p.req[:0], "GET "...)
 	p.req = append(p.req, path...)
 	p.req = append(p.req, " HTTP/1.1\r\nHost: "...)

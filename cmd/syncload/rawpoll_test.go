@@ -6,9 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestPollConn: the long-poll client reads Content-Length and chunked bodies, sends the token,
@@ -54,7 +57,7 @@ func TestPollConn(t *testing.T) {
 		{"kind=chunked", `{"a":"` + big + `"}`},
 		{"kind=len", `{"n":"len"}`},
 	} {
-		body, _, err := p.get(ctx, h, "/sync?"+c.query, "tok")
+		body, _, err := p.get(ctx, h, []byte("/sync?"+c.query), "tok", 0)
 		if err != nil || string(body) != c.want {
 			t.Fatalf("%s: %d bytes, %v", c.query, len(body), err)
 		}
@@ -62,18 +65,90 @@ func TestPollConn(t *testing.T) {
 	if n := conns.Load(); n != 1 {
 		t.Fatalf("%d connections for three polls, want 1", n)
 	}
-	if body, _, err := p.get(ctx, h, "/sync?kind=close", "tok"); err != nil || string(body) != `{"closed":true}` {
+	if body, _, err := p.get(ctx, h, []byte("/sync?kind=close"), "tok", 0); err != nil || string(body) != `{"closed":true}` {
 		t.Fatalf("close: %s, %v", body, err)
 	}
-	if _, _, err := p.get(ctx, h, "/sync?kind=len", "tok"); err != nil {
+	if _, _, err := p.get(ctx, h, []byte("/sync?kind=len"), "tok", 0); err != nil {
 		t.Fatalf("after the server closed: %v", err)
 	}
 	if n := conns.Load(); n != 2 {
 		t.Fatalf("%d connections, want 2 (a new one after Connection: close)", n)
 	}
-	_, _, err = p.get(ctx, h, "/sync", "wrong")
+	_, _, err = p.get(ctx, h, []byte("/sync"), "wrong", 0)
 	var me *matrixError
 	if !errors.As(err, &me) || me.status != 401 || !strings.Contains(me.body, "M_UNKNOWN_TOKEN") {
 		t.Fatalf("refused token: %v", err)
+	}
+}
+
+// TestPollConnLimits: a poll that outlives its limit fails, one whose context ends returns the
+// context's error at once, and the next poll works on a new connection.
+func TestPollConnLimits(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("hang") != "" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		w.Write([]byte(`{}`))
+	}))
+	defer srv.Close()
+	defer close(release)
+	h := newHS(srv.URL, 1)
+	p, err := newPollConn(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	start := time.Now()
+	if _, _, err := p.get(ctx, h, []byte("/sync?hang=1"), "tok", 100*time.Millisecond); err == nil {
+		t.Fatal("a poll past its limit succeeded")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the limit of 100ms ended the poll after %s", d)
+	}
+	if body, _, err := p.get(ctx, h, []byte("/sync"), "tok", time.Second); err != nil || string(body) != `{}` {
+		t.Fatalf("after a timed-out poll: %q, %v", body, err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, cancel)
+	if _, _, err := p.get(cctx, h, []byte("/sync?hang=1"), "tok", 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("poll whose context ended: %v, want context.Canceled", err)
+	}
+	if body, _, err := p.get(ctx, h, []byte("/sync"), "tok", 0); err != nil || string(body) != `{}` {
+		t.Fatalf("after a cancelled poll: %q, %v", body, err)
+	}
+}
+
+// TestAppendSyncQuery: the query is what url.Values.Encode gives, appended after what is there.
+func TestAppendSyncQuery(t *testing.T) {
+	for _, c := range []struct {
+		filter, since, presence string
+		timeout                 time.Duration
+	}{
+		{"", "", "", -1},
+		{"12", "s9_0_0_0_1795433629359_0_2", "", 30 * time.Second},
+		{`{"room":{"timeline":{"limit":50}}}`, "s1 &=+", "unavailable", 0},
+		{"", "s2", "offline", -1},
+	} {
+		q := url.Values{}
+		if c.filter != "" {
+			q.Set("filter", c.filter)
+		}
+		if c.since != "" {
+			q.Set("since", c.since)
+		}
+		if c.timeout >= 0 {
+			q.Set("timeout", strconv.FormatInt(c.timeout.Milliseconds(), 10))
+		}
+		if c.presence != "" {
+			q.Set("set_presence", c.presence)
+		}
+		if got, want := string(appendSyncQuery([]byte("/sync?"), c.filter, c.since, c.timeout, c.presence)), "/sync?"+q.Encode(); got != want {
+			t.Errorf("appendSyncQuery = %q, want %q", got, want)
+		}
 	}
 }

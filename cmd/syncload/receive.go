@@ -25,6 +25,7 @@ type receiver struct {
 	filterID string
 	since    string    // the last next_batch read: where a new request or connection starts
 	poll     *pollConn // long polls: the receiver's connection (rawpoll.go)
+	path     []byte    // long polls: the request's path, rebuilt in place for each
 
 	// fan-out accounting
 	seen                []uint16        // per message: how often it arrived
@@ -114,10 +115,10 @@ func (rd *reader) longPoll(ctx context.Context, r *receiver, ready func(), handl
 			return fatalError{err}
 		}
 	}
+	r.path = append(r.path[:0], "/_matrix/client/v3/sync?"...)
+	r.path = appendSyncQuery(r.path, r.filterID, r.since, rd.c.pollTimeout, rd.c.setPresence)
 	// The server answers after the timeout at the latest; allow it some slack before giving up.
-	ctx, cancel := context.WithTimeout(ctx, max(rd.c.pollTimeout, 0)+60*time.Second)
-	defer cancel()
-	raw, at, err := r.poll.get(ctx, rd.h, "/_matrix/client/v3/sync?"+syncQuery(r.filterID, r.since, rd.c.pollTimeout, rd.c.setPresence), r.token)
+	raw, at, err := r.poll.get(ctx, rd.h, r.path, r.token, max(rd.c.pollTimeout, 0)+60*time.Second)
 	if err != nil {
 		var me *matrixError
 		if errors.As(err, &me) && (me.status == http.StatusUnauthorized || me.status == http.StatusBadRequest) {
