@@ -91,7 +91,8 @@ Scenarios (-scenario):
       per second, one after the other; each body carries its sequence number and send time.
       Prints the send rate and latency, delivery latency (send -> response/event/message read by
       the receiver) and per-message fan-out time (until the last receiver has it) as
-      p50/p95/p99/max, delivered/expected, missed, duplicated, out of order, limited timelines,
+      p50/p95/p99/max, the five slowest messages (is the tail a few moments or the whole run?),
+      delivered/expected, missed, duplicated, out of order, limited timelines,
       transport errors and reconnections, and the CPU time of the server (from /proc with -pid,
       else from -metrics if reachable), of the tool and of other processes (from /proc/stat)
       while sending and draining, also per sync response: the tool shares the machine with the
