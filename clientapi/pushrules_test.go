@@ -2,8 +2,10 @@ package clientapi_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hearthmx/homeserver/homeserver/servertest"
@@ -77,6 +79,37 @@ func TestPushRules(t *testing.T) {
 		bob := s.Register(t, "bob", "bob password")
 		if res := s.Do(t, "GET", base+"override/.m.rule.master/enabled", bob.AccessToken, nil); res.JSON["enabled"] != false {
 			t.Fatalf("bob's master rule changed: %s", res.Raw)
+		}
+	})
+}
+
+// TestPushRulesConcurrent: rules added at the same time (several devices) are all kept: each
+// change reads the ruleset after the one before it committed.
+func TestPushRulesConcurrent(t *testing.T) {
+	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
+		alice := s.Register(t, "alice", "alice password")
+		const n = 16
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rule := map[string]any{"actions": []any{"notify"}, "pattern": fmt.Sprintf("word%d", i)}
+				if res := s.Do(t, "PUT", fmt.Sprintf("/_matrix/client/v3/pushrules/global/content/r%d", i), alice.AccessToken, rule); res.Status != 200 {
+					t.Errorf("PUT rule %d: %d %s", i, res.Status, res.Raw)
+				}
+			}()
+		}
+		wg.Wait()
+		res := s.Do(t, "GET", "/_matrix/client/v3/pushrules/global/", alice.AccessToken, nil)
+		kept := 0
+		for _, r := range res.JSON["content"].([]any) {
+			if strings.HasPrefix(r.(map[string]any)["rule_id"].(string), "r") {
+				kept++
+			}
+		}
+		if kept != n {
+			t.Fatalf("%d rules kept of %d added at once: %s", kept, n, res.Raw)
 		}
 	})
 }

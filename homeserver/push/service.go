@@ -63,6 +63,11 @@ func (s *Service) load(ctx context.Context, c storage.Conn, userID, localpart st
 func (s *Service) change(ctx context.Context, userID, localpart string, fn func(rs Ruleset) error) error {
 	var pos int64
 	err := s.store.Write(ctx, func(c storage.Conn) error {
+		// The account data counter is locked before the read: two changes at once (two devices,
+		// two nodes on PostgreSQL) then apply one after the other, instead of one losing the other.
+		if _, err := c.LockPosition(ctx, storage.StreamAccountData); err != nil {
+			return err
+		}
 		rs, err := s.load(ctx, c, userID, localpart)
 		if err != nil {
 			return err
