@@ -17,6 +17,40 @@ func (a *API) routesAccountData(r chi.Router) {
 	r.Put("/user/{userId}/account_data/{type}", h(a.putAccountData(false)))
 	r.Get("/user/{userId}/rooms/{roomId}/account_data/{type}", h(a.getAccountData(true)))
 	r.Put("/user/{userId}/rooms/{roomId}/account_data/{type}", h(a.putAccountData(true)))
+	r.Get("/user/{userId}/rooms/{roomId}/tags", h(a.getTags))
+	r.Put("/user/{userId}/rooms/{roomId}/tags/{tag}", h(a.putTag))
+	r.Delete("/user/{userId}/rooms/{roomId}/tags/{tag}", h(a.deleteTag))
+}
+
+// getTags is GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags.
+func (a *API) getTags(r *http.Request) (any, error) {
+	c, err := requireOwnUser(r, "Cannot read tags of other users")
+	if err != nil {
+		return nil, err
+	}
+	return a.accounts.RoomTags(r.Context(), c.Localpart, pathParam(r, "roomId"))
+}
+
+// putTag is PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}.
+func (a *API) putTag(r *http.Request) (any, error) {
+	c, err := requireOwnUser(r, "Cannot add tags for other users")
+	if err != nil {
+		return nil, err
+	}
+	var body json.RawMessage
+	if err := decodeJSON(r, &body); err != nil {
+		return nil, err
+	}
+	return empty, a.accounts.SetRoomTag(r.Context(), c.Localpart, pathParam(r, "roomId"), pathParam(r, "tag"), body)
+}
+
+// deleteTag is DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}.
+func (a *API) deleteTag(r *http.Request) (any, error) {
+	c, err := requireOwnUser(r, "Cannot remove tags of other users")
+	if err != nil {
+		return nil, err
+	}
+	return empty, a.accounts.DeleteRoomTag(r.Context(), c.Localpart, pathParam(r, "roomId"), pathParam(r, "tag"))
 }
 
 // getAccountData is GET /_matrix/client/v3/user/{userId}/account_data/{type} and, perRoom,
