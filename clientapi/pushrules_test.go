@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/hearthmx/homeserver/homeserver/servertest"
@@ -89,18 +88,10 @@ func TestPushRulesConcurrent(t *testing.T) {
 	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
 		alice := s.Register(t, "alice", "alice password")
 		const n = 16
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rule := map[string]any{"actions": []any{"notify"}, "pattern": fmt.Sprintf("word%d", i)}
-				if res := s.Do(t, "PUT", fmt.Sprintf("/_matrix/client/v3/pushrules/global/content/r%d", i), alice.AccessToken, rule); res.Status != 200 {
-					t.Errorf("PUT rule %d: %d %s", i, res.Status, res.Raw)
-				}
-			}()
-		}
-		wg.Wait()
+		putAtOnce(t, s, alice.AccessToken, n, func(i int) (string, any) {
+			return fmt.Sprintf("/_matrix/client/v3/pushrules/global/content/r%d", i),
+				map[string]any{"actions": []any{"notify"}, "pattern": fmt.Sprintf("word%d", i)}
+		})
 		res := s.Do(t, "GET", "/_matrix/client/v3/pushrules/global/", alice.AccessToken, nil)
 		kept := 0
 		for _, r := range res.JSON["content"].([]any) {

@@ -126,17 +126,7 @@ func TestRoomTagsConcurrent(t *testing.T) {
 		alice := s.Register(t, "alice", "correct horse")
 		const n = 16
 		tags := "/_matrix/client/v3/user/" + alice.UserID + "/rooms/" + url.PathEscape("!r:localhost") + "/tags"
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if res := s.Do(t, "PUT", fmt.Sprintf("%s/u.t%d", tags, i), alice.AccessToken, `{}`); res.Status != 200 {
-					t.Errorf("PUT tag %d: %d %s", i, res.Status, res.Raw)
-				}
-			}()
-		}
-		wg.Wait()
+		putAtOnce(t, s, alice.AccessToken, n, func(i int) (string, any) { return fmt.Sprintf("%s/u.t%d", tags, i), `{}` })
 		var got struct {
 			Tags map[string]json.RawMessage `json:"tags"`
 		}
@@ -158,4 +148,22 @@ func jsonEqual(got json.RawMessage, want string) bool {
 	a, _ := json.Marshal(g)
 	b, _ := json.Marshal(w)
 	return string(a) == string(b)
+}
+
+// putAtOnce sends n PUTs at the same time, the i-th to the path and with the body req(i) gives,
+// and fails the test for each that does not succeed.
+func putAtOnce(t *testing.T, s *servertest.Server, token string, n int, req func(i int) (path string, body any)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path, body := req(i)
+			if res := s.Do(t, "PUT", path, token, body); res.Status != 200 {
+				t.Errorf("PUT %s: %d %s", path, res.Status, res.Raw)
+			}
+		}()
+	}
+	wg.Wait()
 }
