@@ -20,3 +20,6 @@ func PositionReads(s *Service) int64 { return s.positions.reads.Load() }
 // TimelineStoreReads is how many times a sync read rooms' events from storage (not from the
 // recent events of the room writer).
 func TimelineStoreReads(s *Service) int64 { return s.timelineStoreReads.Load() }
+
+// Builds is how many responses were built.
+func Builds(s *Service) int64 { return s.builds.Load() }

@@ -60,6 +60,7 @@ type roomJob struct {
 
 // build assembles one response from since (nil: initial sync) up to the current positions.
 func (s *Service) build(ctx context.Context, req Request, since *Token) (*Response, error) {
+	s.builds.Add(1)
 	c := s.store.Read()
 	p := s.plans.of(req.Filter)
 	// Counters first: every position at or below them has committed. The memberships and account

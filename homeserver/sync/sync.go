@@ -30,6 +30,7 @@ type Service struct {
 	eph      Ephemeral
 	log      *slog.Logger
 	waiting  atomic.Int64
+	builds   atomic.Int64 // responses built (tests)
 	unread   unreadCache
 	plans    planCache
 	optIns   optInCache
