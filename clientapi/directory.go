@@ -28,6 +28,7 @@ func (a *API) routesDirectory(r chi.Router) {
 	r.Get("/rooms/{roomId}/aliases", h(a.roomAliases))
 	r.Put("/directory/list/room/{roomId}", h(a.putDirectoryVisibility))
 	r.Post("/publicRooms", h(a.publicRoomsPost))
+	r.Post("/user_directory/search", h(a.searchUserDirectory))
 	r.Post("/rooms/{roomId}/forget", h(a.forget))
 	r.With(a.rateLimited).Post("/knock/{roomIdOrAlias}", h(a.knock))
 	r.With(a.rateLimited).Post("/rooms/{roomId}/upgrade", h(a.upgradeRoom))
@@ -364,4 +365,37 @@ func (a *API) timestampToEvent(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return map[string]any{"event_id": m.EventID, "origin_server_ts": m.OriginServerTS}, nil
+}
+
+// searchUserDirectory is POST /_matrix/client/v3/user_directory/search.
+func (a *API) searchUserDirectory(r *http.Request) (any, error) {
+	var req struct {
+		SearchTerm *string `json:"search_term"`
+		Limit      *int    `json:"limit"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.SearchTerm == nil {
+		return nil, spec.ErrMissingParam.With("search_term is required")
+	}
+	limit := 10
+	if req.Limit != nil {
+		if *req.Limit < 0 {
+			return nil, spec.ErrInvalidParam.With("limit must not be negative")
+		}
+		limit = *req.Limit
+	}
+	type response struct {
+		Results []room.DirectoryUser `json:"results"`
+		Limited bool                 `json:"limited"`
+	}
+	if limit == 0 {
+		return response{Results: []room.DirectoryUser{}}, nil
+	}
+	results, limited, err := a.rooms.SearchUsers(r.Context(), string(callerOf(r).UserID), *req.SearchTerm, limit)
+	if err != nil {
+		return nil, err
+	}
+	return response{Results: results, Limited: limited}, nil
 }

@@ -56,6 +56,16 @@ func (c Conn) CurrentStateEvents(ctx context.Context, roomIDs, types []string) (
 	return out, nil
 }
 
+// StateEventsOfType reads the current state events of the given types with state key "" in
+// every room this server knows, in no particular order.
+func (c Conn) StateEventsOfType(ctx context.Context, types []string) ([]Event, error) {
+	if len(types) == 0 {
+		return nil, nil
+	}
+	return collect(ctx, c, `SELECT `+prefixedEventColumns+` FROM current_state cs JOIN events e ON e.event_id = cs.event_id
+		WHERE cs.type IN (`+placeholders(1, len(types))+`) AND cs.state_key = ''`, stringArgs(types), scanEventRows)
+}
+
 // prefixedEventColumns is eventColumns for a query where the events table is aliased e.
 const prefixedEventColumns = `e.event_id, e.room_id, e.type, e.state_key, e.sender, e.depth, e.origin_server_ts,
 	COALESCE(e.stream_pos, 0), e.state_group, COALESCE(e.membership, ''), e.outlier, e.rejected, e.soft_failed, e.redacted_by,
