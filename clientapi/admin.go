@@ -29,6 +29,9 @@ func (a *API) routesAdmin(r chi.Router) {
 		r.Get("/registration_tokens/{token}", h(a.getRegistrationToken))
 		r.Put("/registration_tokens/{token}", h(a.putRegistrationToken))
 		r.Delete("/registration_tokens/{token}", h(a.deleteRegistrationToken))
+		r.Get("/event_reports", h(a.listEventReports))
+		r.Get("/event_reports/{id}", h(a.getEventReport))
+		r.Delete("/event_reports/{id}", h(a.deleteEventReport))
 	})
 }
 

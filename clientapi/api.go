@@ -136,6 +136,7 @@ func (a *API) Routes(r chi.Router) {
 			a.routesOpenID(r)
 			a.routesRooms(r)
 			a.routesDirectory(r)
+			a.routesReports(r)
 			a.routesTyping(r)
 			a.routesReceipts(r)
 			a.routesPresence(r)
