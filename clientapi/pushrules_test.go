@@ -60,12 +60,7 @@ func TestPushRules(t *testing.T) {
 		// The changes reach /sync as m.push_rules account data, and other users are untouched.
 		res = s.Do(t, "GET", "/_matrix/client/v3/sync?timeout=0&since="+url.QueryEscape(start), alice.AccessToken, nil)
 		var body struct {
-			AccountData struct {
-				Events []struct {
-					Type    string          `json:"type"`
-					Content json.RawMessage `json:"content"`
-				} `json:"events"`
-			} `json:"account_data"`
+			AccountData accountDataEvents `json:"account_data"`
 		}
 		_ = json.Unmarshal(res.Raw, &body)
 		found := false

@@ -11,6 +11,14 @@ import (
 	"github.com/hearthmx/homeserver/homeserver/servertest"
 )
 
+// accountDataEvents is a sync response's account_data section (global or a room's).
+type accountDataEvents struct {
+	Events []struct {
+		Type    string          `json:"type"`
+		Content json.RawMessage `json:"content"`
+	} `json:"events"`
+}
+
 // roomAccountData returns the content of the room account data entry typ in a sync response's
 // joined room, nil when it is not there.
 func roomAccountData(t *testing.T, raw []byte, roomID, typ string) json.RawMessage {
@@ -18,12 +26,7 @@ func roomAccountData(t *testing.T, raw []byte, roomID, typ string) json.RawMessa
 	var body struct {
 		Rooms struct {
 			Join map[string]struct {
-				AccountData struct {
-					Events []struct {
-						Type    string          `json:"type"`
-						Content json.RawMessage `json:"content"`
-					} `json:"events"`
-				} `json:"account_data"`
+				AccountData accountDataEvents `json:"account_data"`
 			} `json:"join"`
 		} `json:"rooms"`
 	}

@@ -92,11 +92,7 @@ func loadSummaries(ctx context.Context, c storage.Conn, ids []string, withChildr
 
 // apply reads one state event's content into the summary.
 func (s *summary) apply(typ string, content map[string]json.RawMessage) {
-	str := func(key string) string {
-		var v string
-		_ = json.Unmarshal(content[key], &v)
-		return v
-	}
+	str := func(key string) string { return stringField(content, key) }
 	switch typ {
 	case TypeCreate:
 		s.RoomType = str("type")
@@ -149,6 +145,13 @@ func plainTopic(content map[string]json.RawMessage) string {
 }
 
 // contentOf decodes the content of a stored event (nil if it has none).
+// stringField is content[key] when it is a JSON string, else "".
+func stringField(content map[string]json.RawMessage, key string) string {
+	var v string
+	_ = json.Unmarshal(content[key], &v)
+	return v
+}
+
 func contentOf(e storage.Event) map[string]json.RawMessage {
 	var ev struct {
 		Content map[string]json.RawMessage `json:"content"`

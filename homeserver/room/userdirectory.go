@@ -2,7 +2,6 @@ package room
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 	"strings"
 )
@@ -45,15 +44,9 @@ func (s *Service) SearchUsers(ctx context.Context, viewer, term string, limit in
 		return nil, false, err
 	}
 	for _, e := range open {
-		var ev struct {
-			Content struct {
-				JoinRule   any `json:"join_rule"`
-				Visibility any `json:"history_visibility"`
-			} `json:"content"`
-		}
-		_ = json.Unmarshal(e.ClientJSON, &ev)
-		if e.Type == TypeJoinRules && ev.Content.JoinRule == JoinRulePublic ||
-			e.Type == "m.room.history_visibility" && ev.Content.Visibility == VisibilityWorldReadable {
+		content := contentOf(e)
+		if e.Type == TypeJoinRules && stringField(content, "join_rule") == JoinRulePublic ||
+			e.Type == "m.room.history_visibility" && stringField(content, "history_visibility") == VisibilityWorldReadable {
 			rooms = append(rooms, e.RoomID)
 		}
 	}
@@ -74,15 +67,8 @@ func (s *Service) SearchUsers(ctx context.Context, viewer, term string, limit in
 			continue
 		}
 		userID := *e.StateKey
-		var ev struct {
-			Content struct {
-				DisplayName any `json:"displayname"`
-				AvatarURL   any `json:"avatar_url"`
-			} `json:"content"`
-		}
-		_ = json.Unmarshal(e.ClientJSON, &ev)
-		name, _ := ev.Content.DisplayName.(string)
-		avatar, _ := ev.Content.AvatarURL.(string)
+		content := contentOf(e)
+		name, avatar := stringField(content, "displayname"), stringField(content, "avatar_url")
 		lowID, lowName := strings.ToLower(userID), strings.ToLower(name)
 		if !allWordsIn(words, lowID, lowName) {
 			continue
