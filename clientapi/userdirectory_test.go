@@ -1,11 +1,14 @@
 package clientapi_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"slices"
 	"testing"
 
+	"github.com/hearthmx/homeserver/homeserver/room"
 	"github.com/hearthmx/homeserver/homeserver/servertest"
 )
 
@@ -112,6 +115,22 @@ func TestUserDirectory(t *testing.T) {
 		if got, _, _ := search("alice", "e", 0); len(got) == 0 || got[0] != id("erin") {
 			t.Errorf("search e = %v, want erin first", got)
 		}
+		// What the search keeps between searches follows the rooms: a member who leaves a public
+		// room, a new display name, a room that stops being public.
+		must("frank leaves", s.Do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(public)+"/leave", users["frank"].AccessToken, map[string]any{}))
+		if got, _, _ := search("alice", "frank", 0); len(got) != 0 {
+			t.Errorf("frank left the public room but is still found: %v", got)
+		}
+		must("carol renames", s.Do(t, "PUT", "/_matrix/client/v3/profile/"+id("carol")+"/displayname", users["carol"].AccessToken,
+			map[string]any{"displayname": "Captain Marvel"}))
+		if got, _, _ := search("alice", "captain", 0); !slices.Equal(got, []string{id("carol")}) {
+			t.Errorf("search for carol's new name = %v", got)
+		}
+		must("public room made invite-only", s.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(public)+"/state/m.room.join_rules/",
+			users["carol"].AccessToken, map[string]any{"join_rule": "invite"}))
+		if got, _, _ := search("alice", "captain", 0); len(got) != 0 {
+			t.Errorf("the room is no longer public but carol is still found: %v", got)
+		}
 		// Members who left are no longer found.
 		must("leave", s.Do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(shared)+"/leave", users["bob"].AccessToken, map[string]any{}))
 		if got, _, _ := search("alice", "bobby", 0); len(got) != 0 {
@@ -134,6 +153,43 @@ func TestUserDirectory(t *testing.T) {
 			t.Run(c.name, func(t *testing.T) {
 				requireStatusErrcode(t, s.Do(t, "POST", path, c.token, c.body), c.status, c.errcode)
 			})
+		}
+	})
+}
+
+// BenchmarkUserDirectory is one POST /user_directory/search on a server with 1,000 rooms (half of
+// them public, each with its creator and one other member) by a user in none of the private
+// ones: the search reads the join rule and history visibility of every room, then the members of
+// the 500 public rooms.
+//
+//	go test ./clientapi -run '^$' -bench UserDirectory
+func BenchmarkUserDirectory(b *testing.B) {
+	forBackends(b, func(b *testing.B, s *servertest.Server) {
+		ctx := context.Background()
+		searcher := s.Register(b, "searcher", "password searcher")
+		for i := range 1000 {
+			preset := room.PresetPrivateChat
+			if i%2 == 0 {
+				preset = room.PresetPublicChat
+			}
+			creator := fmt.Sprintf("@creator%d:localhost", i)
+			roomID, err := s.Rooms.CreateRoom(ctx, room.CreateRequest{Creator: creator, Preset: preset})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if preset == room.PresetPublicChat {
+				member := room.Sender{UserID: fmt.Sprintf("@member%d:localhost", i), Localpart: fmt.Sprintf("member%d", i)}
+				if _, err := s.Rooms.Join(ctx, roomID, member, room.MemberProfile{DisplayName: fmt.Sprintf("Member %d", i)}, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		body := map[string]any{"search_term": "member 4", "limit": 10}
+		b.ResetTimer()
+		for b.Loop() {
+			if res := s.Do(b, "POST", "/_matrix/client/v3/user_directory/search", searcher.AccessToken, body); res.Status != 200 {
+				b.Fatalf("%d %s", res.Status, res.Raw)
+			}
 		}
 	})
 }

@@ -68,6 +68,10 @@ type Service struct {
 	childReads atomic.Int64
 	// onBatch is told about the writer's transactions (OnBatch).
 	onBatch atomic.Pointer[func(Batch)]
+	// stateGen counts the serial path's committed transactions, which store every state and
+	// member event: what the user directory's cache is kept against (userdirectory.go).
+	stateGen  atomic.Int64
+	directory directoryCache
 	// fresh are the events of the pipelined batches since the serial path last ran (relations.go).
 	fresh   freshEvents
 	forgets atomic.Int64 // Forgets
@@ -277,6 +281,7 @@ func (s *Service) runBatch(batch []*job) []error {
 		for id, rs := range committed {
 			s.rooms[id] = rs
 		}
+		s.stateGen.Add(1)
 		s.committedTxns(txns)
 		s.publish(notices, 0, false)
 		s.publishOutbound(dests)

@@ -152,11 +152,14 @@ func stringField(content map[string]json.RawMessage, key string) string {
 	return v
 }
 
-func contentOf(e storage.Event) map[string]json.RawMessage {
+func contentOf(e storage.Event) map[string]json.RawMessage { return clientContent(e.ClientJSON) }
+
+// clientContent is the content of an event in its client form.
+func clientContent(clientJSON []byte) map[string]json.RawMessage {
 	var ev struct {
 		Content map[string]json.RawMessage `json:"content"`
 	}
-	_ = json.Unmarshal(e.ClientJSON, &ev)
+	_ = json.Unmarshal(clientJSON, &ev)
 	return ev.Content
 }
 

@@ -4,6 +4,9 @@ import (
 	"context"
 	"slices"
 	"strings"
+	gosync "sync"
+
+	"github.com/hearthmx/homeserver/homeserver/storage"
 )
 
 // The user directory (module "User directory"): POST /user_directory/search finds the users a
@@ -30,45 +33,37 @@ func (s *Service) SearchUsers(ctx context.Context, viewer, term string, limit in
 		return []DirectoryUser{}, false, nil
 	}
 	limit = min(max(limit, 1), MaxDirectoryLimit)
+	open, err := s.openRoomMembers(ctx)
+	if err != nil {
+		return nil, false, err
+	}
 	c := s.store.Read()
 	mine, err := c.RoomsOfUser(ctx, viewer, MembershipJoin)
 	if err != nil {
 		return nil, false, err
 	}
-	rooms := make([]string, 0, len(mine))
+	var rooms []string // the viewer's rooms that are not open: their members are read now
 	for _, m := range mine {
-		rooms = append(rooms, m.RoomID)
-	}
-	open, err := c.StateEventsOfType(ctx, []string{TypeJoinRules, "m.room.history_visibility"})
-	if err != nil {
-		return nil, false, err
-	}
-	for _, e := range open {
-		content := contentOf(e)
-		if e.Type == TypeJoinRules && stringField(content, "join_rule") == JoinRulePublic ||
-			e.Type == "m.room.history_visibility" && stringField(content, "history_visibility") == VisibilityWorldReadable {
-			rooms = append(rooms, e.RoomID)
+		if !open.rooms[m.RoomID] {
+			rooms = append(rooms, m.RoomID)
 		}
 	}
-	slices.Sort(rooms)
-	rooms = slices.Compact(rooms)
-	members, err := c.CurrentStateEvents(ctx, rooms, []string{TypeMember})
+	events, err := c.JoinedMemberEvents(ctx, rooms)
 	if err != nil {
 		return nil, false, err
 	}
+	members := append(membersOf(events), open.members...)
 	type match struct {
 		DirectoryUser
 		rank int // 0: the display name or the user ID's localpart starts with the term
 	}
 	seen := map[string]bool{}
 	var found []match
-	for _, e := range members {
-		if e.Membership != MembershipJoin || e.StateKey == nil || seen[*e.StateKey] {
+	for _, m := range members {
+		userID, name, avatar := m.UserID, m.DisplayName, m.AvatarURL
+		if seen[userID] {
 			continue
 		}
-		userID := *e.StateKey
-		content := contentOf(e)
-		name, avatar := stringField(content, "displayname"), stringField(content, "avatar_url")
 		lowID, lowName := strings.ToLower(userID), strings.ToLower(name)
 		if !allWordsIn(words, lowID, lowName) {
 			continue
@@ -112,4 +107,72 @@ func allWordsIn(words []string, id, name string) bool {
 		}
 	}
 	return true
+}
+
+// openMembers are the joined members of the rooms whose join rule is public or whose history is
+// world_readable.
+type openMembers struct {
+	rooms   map[string]bool
+	members []DirectoryUser
+}
+
+// directoryCache keeps the open rooms' members between searches (one per keystroke in a client's
+// dialog) while no transaction of the serial path, which stores every state and member event,
+// has committed since they were read. With another node writing (an external bus) nothing is
+// kept: its commits do not pass here.
+type directoryCache struct {
+	mu   gosync.Mutex
+	gen  int64 // Service.stateGen when open was read
+	open *openMembers
+}
+
+// openRoomMembers returns the open rooms and their joined members, from the cache when no state
+// changed since.
+func (s *Service) openRoomMembers(ctx context.Context) (*openMembers, error) {
+	alone := s.bus == nil || s.bus.Embedded()
+	gen := s.stateGen.Load()
+	dc := &s.directory
+	if alone {
+		dc.mu.Lock()
+		defer dc.mu.Unlock()
+		if dc.open != nil && dc.gen == gen {
+			return dc.open, nil
+		}
+	}
+	c := s.store.Read()
+	states, err := c.StateOfTypeEverywhere(ctx, []string{TypeJoinRules, "m.room.history_visibility"})
+	if err != nil {
+		return nil, err
+	}
+	open := &openMembers{rooms: map[string]bool{}}
+	var ids []string
+	for _, e := range states {
+		content := clientContent(e.ClientJSON)
+		if (e.Type == TypeJoinRules && stringField(content, "join_rule") == JoinRulePublic ||
+			e.Type == "m.room.history_visibility" && stringField(content, "history_visibility") == VisibilityWorldReadable) &&
+			!open.rooms[e.RoomID] {
+			open.rooms[e.RoomID] = true
+			ids = append(ids, e.RoomID)
+		}
+	}
+	events, err := c.JoinedMemberEvents(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	open.members = membersOf(events)
+	if alone {
+		dc.gen, dc.open = gen, open
+	}
+	return open, nil
+}
+
+// membersOf takes the user ID, display name and avatar from member events.
+func membersOf(events []storage.StateContent) []DirectoryUser {
+	out := make([]DirectoryUser, 0, len(events))
+	for _, e := range events {
+		content := clientContent(e.ClientJSON)
+		out = append(out, DirectoryUser{UserID: e.StateKey, DisplayName: stringField(content, "displayname"),
+			AvatarURL: stringField(content, "avatar_url")})
+	}
+	return out
 }

@@ -56,14 +56,47 @@ func (c Conn) CurrentStateEvents(ctx context.Context, roomIDs, types []string) (
 	return out, nil
 }
 
-// StateEventsOfType reads the current state events of the given types with state key "" in
+// StateContent is one current state event's room, type, state key and client form.
+type StateContent struct {
+	RoomID, Type, StateKey string
+	ClientJSON             []byte
+}
+
+func scanStateContent(r *sql.Rows) (StateContent, error) {
+	var x StateContent
+	var client string
+	err := r.Scan(&x.RoomID, &x.Type, &x.StateKey, &client)
+	x.ClientJSON = []byte(client)
+	return x, err
+}
+
+// StateOfTypeEverywhere reads the current state events of the given types with state key "" in
 // every room this server knows, in no particular order.
-func (c Conn) StateEventsOfType(ctx context.Context, types []string) ([]Event, error) {
+func (c Conn) StateOfTypeEverywhere(ctx context.Context, types []string) ([]StateContent, error) {
 	if len(types) == 0 {
 		return nil, nil
 	}
-	return collect(ctx, c, `SELECT `+prefixedEventColumns+` FROM current_state cs JOIN events e ON e.event_id = cs.event_id
-		WHERE cs.type IN (`+placeholders(1, len(types))+`) AND cs.state_key = ''`, stringArgs(types), scanEventRows)
+	return collect(ctx, c, `SELECT cs.room_id, cs.type, cs.state_key, e.client_json FROM current_state cs
+		JOIN events e ON e.event_id = cs.event_id
+		WHERE cs.type IN (`+placeholders(1, len(types))+`) AND cs.state_key = ''`, stringArgs(types), scanStateContent)
+}
+
+// JoinedMemberEvents reads the member events of the joined members of the given rooms, in no
+// particular order.
+func (c Conn) JoinedMemberEvents(ctx context.Context, roomIDs []string) ([]StateContent, error) {
+	var out []StateContent
+	for start := 0; start < len(roomIDs); start += 500 {
+		chunk := roomIDs[start:min(start+500, len(roomIDs))]
+		rows, err := collect(ctx, c, `SELECT cs.room_id, cs.type, cs.state_key, e.client_json FROM current_state cs
+			JOIN events e ON e.event_id = cs.event_id
+			WHERE cs.room_id IN (`+placeholders(1, len(chunk))+`) AND cs.type = 'm.room.member' AND cs.membership = 'join'`,
+			stringArgs(chunk), scanStateContent)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rows...)
+	}
+	return out, nil
 }
 
 // prefixedEventColumns is eventColumns for a query where the events table is aliased e.
