@@ -137,6 +137,7 @@ func (a *API) Routes(r chi.Router) {
 			a.routesRooms(r)
 			a.routesDirectory(r)
 			a.routesReports(r)
+			a.routesThirdParty(r)
 			a.routesTyping(r)
 			a.routesReceipts(r)
 			a.routesPresence(r)
