@@ -211,3 +211,45 @@ func jsonInt(raw json.RawMessage) (int64, bool) {
 }
 
 func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
+
+// whois is GET /_matrix/client/v3/admin/whois/{userId}: a local user's devices with where and when
+// each was last seen, for server admins and for the user themselves. One session per device, as a
+// device holds one access token; user agents are not kept.
+func (a *API) whois(r *http.Request) (any, error) {
+	caller := callerOf(r)
+	target := pathParam(r, "userId")
+	if !caller.Admin && target != string(caller.UserID) {
+		return nil, spec.ErrForbidden.With("Only server admins may look up other users")
+	}
+	u, err := spec.ParseUserID(target)
+	if err != nil || u.ServerName() != a.cfg.ServerName {
+		return nil, spec.ErrNotFound.With("Not a user of this server")
+	}
+	if ok, err := a.accounts.Exists(r.Context(), u.Localpart()); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, spec.ErrNotFound.With("Unknown user")
+	}
+	devices, err := a.accounts.Devices(r.Context(), u.Localpart())
+	if err != nil {
+		return nil, err
+	}
+	type connection struct {
+		IP       string `json:"ip,omitempty"`
+		LastSeen int64  `json:"last_seen,omitempty"`
+	}
+	type session struct {
+		Connections []connection `json:"connections"`
+	}
+	type device struct {
+		Sessions []session `json:"sessions"`
+	}
+	out := struct {
+		UserID  string            `json:"user_id"`
+		Devices map[string]device `json:"devices"`
+	}{UserID: target, Devices: make(map[string]device, len(devices))}
+	for _, d := range devices {
+		out.Devices[d.DeviceID] = device{Sessions: []session{{Connections: []connection{{IP: d.LastSeenIP, LastSeen: d.LastSeenTS}}}}}
+	}
+	return out, nil
+}

@@ -530,3 +530,45 @@ func TestRegistrationClosed(t *testing.T) {
 		}
 	}, registrationOff)
 }
+
+// TestWhois: a user's devices with their last connection, for the user and for admins only.
+func TestWhois(t *testing.T) {
+	servertest.ForEachBackend(t, func(t *testing.T, s *servertest.Server) {
+		alice := s.Register(t, "alice", "password alice")
+		second := s.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password",
+			"identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "password alice"})
+		if second.Status != 200 {
+			t.Fatalf("second login: %d %s", second.Status, second.Raw)
+		}
+		bob := s.Register(t, "bob", "password bob")
+		admin := registerShared(t, s, "admin", "password admin", true)
+		path := "/_matrix/client/v3/admin/whois/" + alice.UserID
+		for _, token := range []string{alice.AccessToken, admin.AccessToken} {
+			res := s.Do(t, "GET", path, token, nil)
+			var out struct {
+				UserID  string `json:"user_id"`
+				Devices map[string]struct {
+					Sessions []struct {
+						Connections []struct {
+							IP       string `json:"ip"`
+							LastSeen int64  `json:"last_seen"`
+						} `json:"connections"`
+					} `json:"sessions"`
+				} `json:"devices"`
+			}
+			if res.Status != 200 || json.Unmarshal(res.Raw, &out) != nil || out.UserID != alice.UserID || len(out.Devices) != 2 {
+				t.Fatalf("whois: %d %s", res.Status, res.Raw)
+			}
+			for _, id := range []string{alice.DeviceID, second.Str("device_id")} {
+				d, ok := out.Devices[id]
+				if !ok || len(d.Sessions) != 1 || len(d.Sessions[0].Connections) != 1 {
+					t.Fatalf("device %s: %s", id, res.Raw)
+				}
+			}
+		}
+		wantError(t, "other user", s.Do(t, "GET", path, bob.AccessToken, nil), 403, "M_FORBIDDEN")
+		wantError(t, "unknown user", s.Do(t, "GET", "/_matrix/client/v3/admin/whois/@ghost:localhost", admin.AccessToken, nil), 404, "M_NOT_FOUND")
+		wantError(t, "remote user", s.Do(t, "GET", "/_matrix/client/v3/admin/whois/@x:elsewhere.example", admin.AccessToken, nil), 404, "M_NOT_FOUND")
+		wantError(t, "no token", s.Do(t, "GET", path, "", nil), 401, "M_MISSING_TOKEN")
+	})
+}

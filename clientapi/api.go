@@ -125,6 +125,7 @@ func (a *API) Routes(r chi.Router) {
 			r.With(a.rateLimited).Post("/account/password", h(a.changePassword))
 			r.With(a.rateLimited).Post("/account/deactivate", h(a.deactivate))
 			r.Get("/account/3pid", h(a.threepids))
+			r.Get("/admin/whois/{userId}", h(a.whois))
 			r.Get("/devices", h(a.listDevices))
 			r.Get("/devices/{deviceId}", h(a.getDevice))
 			r.Put("/devices/{deviceId}", h(a.putDevice))

@@ -125,3 +125,8 @@ func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) 
 	s.log.InfoContext(ctx, "account deactivated", "user_id", s.UserID(localpart), "erase", erase)
 	return nil
 }
+
+// Exists reports whether the local user has an account (deactivated ones included).
+func (s *Service) Exists(ctx context.Context, localpart string) (bool, error) {
+	return s.store.Read().AccountExists(ctx, localpart)
+}
