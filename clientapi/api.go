@@ -103,6 +103,7 @@ func (a *API) Routes(r chi.Router) {
 
 	r.Get("/.well-known/matrix/client", h(a.wellKnownClient))
 	r.Get("/.well-known/matrix/server", h(a.wellKnownServer))
+	r.Get("/.well-known/matrix/support", h(a.wellKnownSupport))
 	r.Get("/_matrix/client/versions", h(a.versions))
 
 	client := func(r chi.Router) {

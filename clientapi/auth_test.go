@@ -219,6 +219,23 @@ func TestLoginWithDeviceID(t *testing.T) {
 }
 
 // TestDiscovery covers /versions, .well-known, /login flows and /capabilities.
+// TestWellKnownSupport: the configured contacts (user IDs as matrix_id, addresses as
+// email_address) with their roles, and the page; no token needed.
+func TestWellKnownSupport(t *testing.T) {
+	s := servertest.Start(t, "sqlite", func(c *config.Config) {
+		c.WellKnown.SupportAdmins = []string{"@admin:example.org", "admin@example.org"}
+		c.WellKnown.SupportSecurity = []string{"security@example.org"}
+		c.WellKnown.SupportPage = "https://example.org/help"
+	})
+	requireJSON(t, s.Do(t, "GET", "/.well-known/matrix/support", "", nil), `{"contacts":[
+		{"matrix_id":"@admin:example.org","role":"m.role.admin"},
+		{"email_address":"admin@example.org","role":"m.role.admin"},
+		{"email_address":"security@example.org","role":"m.role.security"}],
+		"support_page":"https://example.org/help"}`)
+	page := servertest.Start(t, "sqlite", func(c *config.Config) { c.WellKnown.SupportPage = "https://example.org/help" })
+	requireJSON(t, page.Do(t, "GET", "/.well-known/matrix/support", "", nil), `{"support_page":"https://example.org/help"}`)
+}
+
 func TestDiscovery(t *testing.T) {
 	s := servertest.Start(t, "sqlite", func(c *config.Config) { c.PublicBaseURL = "https://matrix.example.org/" })
 	res := s.Do(t, "GET", "/_matrix/client/versions", "", nil)
@@ -233,6 +250,8 @@ func TestDiscovery(t *testing.T) {
 	if res.Str("m.server") != "matrix.example.org:443" {
 		t.Fatalf("well-known server: %s", res.Raw)
 	}
+	// No support contacts configured: 404.
+	expect(t, s.Do(t, "GET", "/.well-known/matrix/support", "", nil), 404, "M_NOT_FOUND")
 	res = s.Do(t, "GET", "/_matrix/client/v3/login", "", nil)
 	if !strings.Contains(string(res.Raw), `"m.login.password"`) {
 		t.Fatalf("login flows: %s", res.Raw)

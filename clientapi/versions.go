@@ -2,8 +2,10 @@ package clientapi
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/hearthmx/homeserver/homeserver/config"
+	"github.com/hearthmx/homeserver/homeserver/spec"
 )
 
 // specVersions are the spec versions whose endpoints this server serves.
@@ -31,6 +33,38 @@ func (a *API) wellKnownClient(_ *http.Request) (any, error) {
 // wellKnownServer is GET /.well-known/matrix/server: where other servers reach our federation API.
 func (a *API) wellKnownServer(_ *http.Request) (any, error) {
 	return map[string]string{"m.server": a.cfg.WellKnownServer()}, nil
+}
+
+// wellKnownSupport is GET /.well-known/matrix/support: the contacts and page of
+// well_known.support_*; M_NOT_FOUND when none is configured.
+func (a *API) wellKnownSupport(_ *http.Request) (any, error) {
+	type contact struct {
+		MatrixID     string `json:"matrix_id,omitempty"`
+		EmailAddress string `json:"email_address,omitempty"`
+		Role         string `json:"role"`
+	}
+	var out struct {
+		Contacts    []contact `json:"contacts,omitempty"`
+		SupportPage string    `json:"support_page,omitempty"`
+	}
+	wk := a.cfg.WellKnown
+	for _, group := range []struct {
+		role     string
+		contacts []string
+	}{{"m.role.admin", wk.SupportAdmins}, {"m.role.security", wk.SupportSecurity}} {
+		for _, v := range group.contacts {
+			if strings.HasPrefix(v, "@") {
+				out.Contacts = append(out.Contacts, contact{MatrixID: v, Role: group.role})
+			} else {
+				out.Contacts = append(out.Contacts, contact{EmailAddress: v, Role: group.role})
+			}
+		}
+	}
+	out.SupportPage = wk.SupportPage
+	if len(out.Contacts) == 0 && out.SupportPage == "" {
+		return nil, spec.ErrNotFound.With("No support information is configured")
+	}
+	return out, nil
 }
 
 // capabilities is GET /_matrix/client/v3/capabilities.

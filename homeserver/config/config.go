@@ -47,10 +47,16 @@ type Listen struct {
 	Federation string `yaml:"federation"`
 }
 
-// WellKnown is what /.well-known/matrix/{client,server} answer.
+// WellKnown is what /.well-known/matrix/{client,server,support} answer.
 type WellKnown struct {
 	// Server is the m.server delegation (host:port); empty derives it from public_baseurl.
 	Server string `yaml:"server"`
+	// SupportAdmins and SupportSecurity are the contacts of /.well-known/matrix/support with the
+	// roles m.role.admin and m.role.security: each a Matrix user ID or an email address.
+	SupportAdmins   []string `yaml:"support_admins"`
+	SupportSecurity []string `yaml:"support_security"`
+	// SupportPage is a web page about getting help with this server.
+	SupportPage string `yaml:"support_page"`
 }
 
 // Database selects and tunes the storage backend.
@@ -244,6 +250,16 @@ func (c *Config) BaseURL() string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
+// validContact reports whether a support contact is a user ID or looks like an email address.
+func validContact(v string) bool {
+	if strings.HasPrefix(v, "@") {
+		_, err := spec.ParseUserID(v)
+		return err == nil
+	}
+	local, domain, ok := strings.Cut(v, "@")
+	return ok && local != "" && domain != "" && !strings.ContainsAny(v, " \t\r\n<>")
+}
+
 // WellKnownServer is the m.server value of /.well-known/matrix/server.
 func (c *Config) WellKnownServer() string {
 	if c.WellKnown.Server != "" {
@@ -295,6 +311,19 @@ func (c *Config) Validate() []Problem {
 	}
 	if c.DataDir == "" {
 		add("data_dir", "must not be empty")
+	}
+	for key, contacts := range map[string][]string{"well_known.support_admins": c.WellKnown.SupportAdmins,
+		"well_known.support_security": c.WellKnown.SupportSecurity} {
+		for i, v := range contacts {
+			if !validContact(v) {
+				add(fmt.Sprintf("%s[%d]", key, i), "must be a Matrix user ID (@user:server) or an email address, got %q", v)
+			}
+		}
+	}
+	if p := c.WellKnown.SupportPage; p != "" {
+		if u, err := url.Parse(p); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("well_known.support_page", "must be an absolute http(s) URL, got %q", p)
+		}
 	}
 	checkHostPort := func(path, v string, optional bool) {
 		if v == "" {

@@ -364,6 +364,12 @@ func TestValidateEachProblem(t *testing.T) {
 		{"public_baseurl", func(c *config.Config) { c.PublicBaseURL = "matrix.example.org" }},
 		{"public_baseurl", func(c *config.Config) { c.PublicBaseURL = "ftp://matrix.example.org" }},
 		{"data_dir", func(c *config.Config) { c.DataDir = "" }},
+		{"well_known.support_admins[1]", func(c *config.Config) {
+			c.WellKnown.SupportAdmins = []string{"@admin:example.org", "admin"}
+		}},
+		{"well_known.support_security[0]", func(c *config.Config) { c.WellKnown.SupportSecurity = []string{"@bad name:example.org"} }},
+		{"well_known.support_security[0]", func(c *config.Config) { c.WellKnown.SupportSecurity = []string{"a b@example.org"} }},
+		{"well_known.support_page", func(c *config.Config) { c.WellKnown.SupportPage = "example.org/help" }},
 		{"listen.client", func(c *config.Config) { c.Listen.Client = "" }},
 		{"listen.client", func(c *config.Config) { c.Listen.Client = "127.0.0.1" }},
 		{"metrics.listen", func(c *config.Config) { c.Metrics.Listen = "9090" }},
