@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -221,6 +222,11 @@ func runFanout(ctx context.Context, c config) (failed bool, err error) {
 	sendLat := make([]time.Duration, 0, c.messages)
 	sentOK := make([]bool, c.messages)
 	sent, sendFailures := 0, 0
+	send, err := newPollConn(c.base)
+	if err != nil {
+		return false, err
+	}
+	defer send.close()
 	sendStart := time.Now()
 	for i := 0; i < c.messages && ctx.Err() == nil; i++ {
 		if d := time.Until(sendStart.Add(time.Duration(i) * interval)); d > 0 {
@@ -229,12 +235,12 @@ func runFanout(ctx context.Context, c config) (failed bool, err error) {
 			case <-time.After(d):
 			}
 		}
+		path := []byte(fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/syncload-%s-%d", url.PathEscape(roomID), run, i))
 		sentAt := h.now()
-		body := map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("%s%d sent=%d", prefix, i, sentAt.Nanoseconds())}
-		path := fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/syncload-%s-%d", url.PathEscape(roomID), run, i)
+		body, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": fmt.Sprintf("%s%d sent=%d", prefix, i, sentAt.Nanoseconds())})
 		var err error
 		for attempt := 0; attempt < 3; attempt++ { // same txn ID: a retry cannot duplicate
-			if err = h.call(ctx, "PUT", path, sender.token, body, nil); err == nil {
+			if _, _, err = send.do(ctx, h, "PUT", path, sender.token, body, 30*time.Second); err == nil {
 				break
 			}
 		}

@@ -20,7 +20,10 @@ import (
 // (a request, a transport round trip, header maps, a goroutine per connection): CPU taken from
 // the server under test. This client writes one request and reads one response per poll on a
 // kept-alive connection, and nothing else. It speaks only what a long poll needs: GET, a 200 or
-// an error status, a Content-Length or chunked body, Connection: close.
+// an error status, a Content-Length or chunked body, Connection: close. The fan-out's sender uses
+// one too, for its PUTs (with a JSON body), so that a message's send stamp is taken right before
+// its bytes are written, in the same goroutine (net/http's client hands a request to a writing
+// and a reading goroutine of its own, each a wait for a core on a busy machine).
 //
 // Per poll it allocates nothing for timeouts or cancellation either (a context with a deadline
 // and a callback per poll were a sixth of its CPU): the deadline is the connection's, and the
@@ -55,6 +58,11 @@ func newPollConn(base string) (*pollConn, error) {
 // when it had been read (on h's clock); other statuses are a *matrixError. The exchange must end
 // within limit (none if 0). The connection is closed on any error, and when ctx ends.
 func (p *pollConn) get(ctx context.Context, h *hs, path []byte, token string, limit time.Duration) ([]byte, time.Duration, error) {
+	return p.do(ctx, h, "GET", path, token, nil, limit)
+}
+
+// do is get with any method and, when body is not nil, a JSON body.
+func (p *pollConn) do(ctx context.Context, h *hs, method string, path []byte, token string, body []byte, limit time.Duration) ([]byte, time.Duration, error) {
 	if p.conn != nil && p.ctx != ctx {
 		p.close() // opened for another context: its closing would follow the wrong one
 	}
@@ -71,11 +79,11 @@ func (p *pollConn) get(ctx context.Context, h *hs, path []byte, token string, li
 		deadline = time.Now().Add(limit)
 	}
 	err := p.conn.SetDeadline(deadline)
-	var body []byte
+	var resp []byte
 	var status int
 	keep := false
 	if err == nil {
-		body, status, keep, err = p.roundTrip(path, token)
+		resp, status, keep, err = p.roundTrip(method, path, token, body)
 	}
 	at := h.now()
 	if err != nil || !keep {
@@ -88,9 +96,9 @@ func (p *pollConn) get(ctx context.Context, h *hs, path []byte, token string, li
 		return nil, 0, err
 	}
 	if status != 200 {
-		return nil, 0, &matrixError{status: status, body: strings.TrimSpace(string(body))}
+		return nil, 0, &matrixError{status: status, body: strings.TrimSpace(string(resp))}
 	}
-	return body, at, nil
+	return resp, at, nil
 }
 
 func (p *pollConn) close() {
@@ -103,14 +111,20 @@ func (p *pollConn) close() {
 
 // roundTrip writes the request and reads the response: its body, status, and whether the
 // connection may be used again.
-func (p *pollConn) roundTrip(path []byte, token string) (body []byte, status int, keep bool, err error) {
-	p.req = append(p.req[:0], "GET "...)
+func (p *pollConn) roundTrip(method string, path []byte, token string, reqBody []byte) (body []byte, status int, keep bool, err error) {
+	p.req = append(p.req[:0], method...)
+	p.req = append(p.req, ' ')
 	p.req = append(p.req, path...)
 	p.req = append(p.req, " HTTP/1.1\r\nHost: "...)
 	p.req = append(p.req, p.host...)
 	p.req = append(p.req, "\r\nAuthorization: Bearer "...)
 	p.req = append(p.req, token...)
+	if reqBody != nil {
+		p.req = append(p.req, "\r\nContent-Type: application/json\r\nContent-Length: "...)
+		p.req = strconv.AppendInt(p.req, int64(len(reqBody)), 10)
+	}
 	p.req = append(p.req, "\r\n\r\n"...)
+	p.req = append(p.req, reqBody...)
 	if _, err := p.conn.Write(p.req); err != nil {
 		return nil, 0, false, err
 	}

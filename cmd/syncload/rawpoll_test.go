@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,7 +17,7 @@ import (
 
 // TestPollConn: the long-poll client reads Content-Length and chunked bodies, sends the token,
 // keeps its connection across polls, reports other statuses as matrix errors, and reconnects
-// after the server closes.
+// after the server closes; a PUT carries its JSON body on the same connection.
 func TestPollConn(t *testing.T) {
 	var conns atomic.Int64
 	big := strings.Repeat("x", 100_000)
@@ -27,6 +28,9 @@ func TestPollConn(t *testing.T) {
 			return
 		}
 		switch r.URL.Query().Get("kind") {
+		case "echo": // the method, the body's type and the body
+			b, _ := io.ReadAll(r.Body)
+			w.Write([]byte(r.Method + " " + r.Header.Get("Content-Type") + " " + string(b)))
 		case "chunked":
 			w.Write([]byte(`{"a":"`))
 			w.(http.Flusher).Flush() // no Content-Length now: chunked
@@ -62,8 +66,15 @@ func TestPollConn(t *testing.T) {
 			t.Fatalf("%s: %d bytes, %v", c.query, len(body), err)
 		}
 	}
+	body, _, err := p.do(ctx, h, "PUT", []byte("/send?kind=echo"), "tok", []byte(`{"body":"hi"}`), 0)
+	if want := `PUT application/json {"body":"hi"}`; err != nil || string(body) != want {
+		t.Fatalf("PUT: %q, %v; want %q", body, err, want)
+	}
+	if body, _, err := p.get(ctx, h, []byte("/sync?kind=echo"), "tok", 0); err != nil || string(body) != "GET  " {
+		t.Fatalf("GET after PUT: %q, %v", body, err)
+	}
 	if n := conns.Load(); n != 1 {
-		t.Fatalf("%d connections for three polls, want 1", n)
+		t.Fatalf("%d connections for five requests, want 1", n)
 	}
 	if body, _, err := p.get(ctx, h, []byte("/sync?kind=close"), "tok", 0); err != nil || string(body) != `{"closed":true}` {
 		t.Fatalf("close: %s, %v", body, err)
