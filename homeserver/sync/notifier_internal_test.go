@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -53,4 +54,36 @@ func TestNotifierSkipsQuietBatches(t *testing.T) {
 		step("the same batch's second room", 12, 1, quiet(9, 12))
 		step("a batch that may hold member events", 13, 2, notice{RoomID: "!r:test.local", Pos: 13})
 	})
+}
+
+// TestWakeSetWakesEveryone: a wake-up of more users than a chunk, with users in it who do not
+// listen, wakes every listener, whatever the chunk each falls in, once; those who listen again
+// afterwards wait for the next wake-up.
+func TestWakeSetWakesEveryone(t *testing.T) {
+	n := &Notifier{users: map[string]*signal{}}
+	set := map[string]struct{}{}
+	var ls []Listener
+	for i := range 5*wakeChunk + 3 {
+		u := fmt.Sprintf("@u%d:test.local", i)
+		set[u] = struct{}{}
+		if i%3 != 0 { // every third user has no long poll
+			ls = append(ls, n.Listen(u))
+		}
+	}
+	n.wakeSet(set)
+	for i, l := range ls {
+		select {
+		case <-l.C:
+		default:
+			t.Fatalf("listener %d of %d not woken", i, len(ls))
+		}
+		l.Release()
+	}
+	again := n.Listen("@u1:test.local")
+	defer again.Release()
+	select {
+	case <-again.C:
+		t.Fatal("a new listener found the old wake-up")
+	default:
+	}
 }
